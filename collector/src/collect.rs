@@ -1,0 +1,813 @@
+//! One collection: walk the node, read its memory files in parallel, stream them into the bundle.
+//!
+//! Threads: one producer lists the work (node files, cgroup directories, processes); `jobs`
+//! workers read files and build entries; the caller's thread writes the archive; a watchdog
+//! abandons reads that hang (a `smaps_rollup` stuck behind a contended mmap lock cannot be
+//! interrupted, so its thread is left behind and replaced). Channels are bounded, so memory
+//! does not grow with the size of the node.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use flate2::write::GzEncoder;
+use thiserror::Error;
+
+use crate::bundle::{
+    self, pack, CgroupMount, Counts, Manifest, MissReason, Missed, Options, Sample,
+};
+use crate::discover::{self, under_root, Discovery};
+use crate::read::{read_capped, ReadError};
+use crate::redact::Redactor;
+use crate::sources;
+
+/// Buffer between tar and the compressor: without it every small tar write reaches the
+/// compressor on its own and zlib-rs ran 2-3x slower.
+const TAR_BUFFER: usize = 128 << 10;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the host's `/proc` and `/sys` are (`/` on the node itself).
+    pub root: PathBuf,
+    /// The kernel ring buffer to take OOM reports from; `None` skips it.
+    pub kmsg: Option<PathBuf>,
+    pub jobs: usize,
+    pub samples: u32,
+    pub interval: Duration,
+    pub read_timeout: Duration,
+    pub max_file_bytes: u64,
+    pub max_total_bytes: u64,
+    pub kmem_slabinfo: bool,
+    pub redact: bool,
+    /// gzip level, 0-9.
+    pub compression: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/"),
+            kmsg: Some(PathBuf::from("/dev/kmsg")),
+            jobs: 1,
+            samples: 1,
+            interval: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(5),
+            max_file_bytes: 16 << 20,
+            max_total_bytes: 2 << 30,
+            kmem_slabinfo: false,
+            redact: false,
+            compression: 6,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CollectError {
+    #[error("writing the bundle: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Name and kernel of the node, read before anything else (the output name needs them).
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub hostname: String,
+    pub kernel_release: String,
+}
+
+pub fn probe_host(root: &Path) -> Host {
+    let read = |p: &str| {
+        std::fs::read_to_string(root.join(p))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut hostname = read("proc/sys/kernel/hostname");
+    if hostname.is_empty() {
+        hostname = "unknown-host".into();
+    }
+    Host {
+        hostname,
+        kernel_release: read("proc/sys/kernel/osrelease"),
+    }
+}
+
+/// The bundle's top folder and default file stem: `memgap-<host>-<UTC time>`.
+pub fn bundle_stem(hostname: &str, at: SystemTime) -> String {
+    let t = humantime::format_rfc3339_seconds(at).to_string();
+    let t: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let host: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("memgap-{host}-{t}")
+}
+
+/// Collects the node described by `cfg` into a `.tar.gz` written to `out`, and returns the
+/// manifest it wrote. Only a failure to write `out` is an error; everything that could not be
+/// read is listed in the manifest.
+pub fn collect<W: Write>(cfg: &Config, out: W) -> Result<(Manifest, W), CollectError> {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let host = probe_host(&cfg.root);
+    let redactor = if cfg.redact {
+        Redactor::new(&host.hostname)
+    } else {
+        Redactor::off()
+    };
+    let hostname = redactor.hostname(&host.hostname);
+    let top = bundle_stem(&hostname, started);
+    let disc = discover::discover(&cfg.root);
+
+    let mut sink = Sink::new(out, &top, cfg, started);
+
+    let mut samples = Vec::new();
+    let mut counts = Counts::default();
+    let samples_n = cfg.samples.max(1);
+    for index in 0..samples_n {
+        let sample_start = Instant::now();
+        let s = collect_sample(cfg, &disc, &redactor, index, samples_n, &mut sink)?;
+        counts.add(&s.counts);
+        samples.push(s);
+        if index + 1 < samples_n {
+            std::thread::sleep(cfg.interval.saturating_sub(sample_start.elapsed()));
+        }
+    }
+
+    if let Some(kmsg) = &cfg.kmsg {
+        match crate::kmsg::read_oom_reports(kmsg) {
+            Ok(mut text) => {
+                redactor.text(&mut text);
+                sink.put(bundle::OOM_FILE, &text, 0)?;
+            }
+            Err(e) => sink.miss(kmsg.display().to_string(), crate::read::classify(e), 0),
+        }
+    }
+
+    let finished = SystemTime::now();
+    counts.missed = sink.missed.len() as u64 + sink.missed_not_listed;
+    let manifest = Manifest {
+        format_version: bundle::FORMAT_VERSION,
+        collector_version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname,
+        kernel_release: host.kernel_release,
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        finished_at: humantime::format_rfc3339_seconds(finished).to_string(),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        cgroup_mode: disc.mode,
+        cgroup_mounts: disc.cgroups.clone(),
+        root: cfg.root.display().to_string(),
+        options: Options {
+            jobs: cfg.jobs,
+            samples: samples_n,
+            interval_ms: cfg.interval.as_millis() as u64,
+            read_timeout_ms: cfg.read_timeout.as_millis() as u64,
+            max_file_bytes: cfg.max_file_bytes,
+            max_total_bytes: cfg.max_total_bytes,
+            kmem_slabinfo: cfg.kmem_slabinfo,
+        },
+        redacted: cfg.redact,
+        samples,
+        counts,
+        missed: std::mem::take(&mut sink.missed),
+        missed_not_listed: sink.missed_not_listed,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    sink.append_raw(bundle::MANIFEST, &json)?;
+    Ok((manifest, sink.finish()?))
+}
+
+/// The archive being written, with the size cap and the missed-file list.
+struct Sink<W: Write> {
+    tar: tar::Builder<std::io::BufWriter<GzEncoder<W>>>,
+    top: String,
+    mtime: u64,
+    total: u64,
+    max_total: u64,
+    missed: Vec<Missed>,
+    missed_not_listed: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn new(out: W, top: &str, cfg: &Config, at: SystemTime) -> Self {
+        let gz = GzEncoder::new(out, flate2::Compression::new(cfg.compression.min(9)));
+        let w = std::io::BufWriter::with_capacity(TAR_BUFFER, gz);
+        let mtime = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Sink {
+            tar: tar::Builder::new(w),
+            top: top.to_string(),
+            mtime,
+            total: 0,
+            max_total: cfg.max_total_bytes,
+            missed: Vec::new(),
+            missed_not_listed: 0,
+        }
+    }
+
+    /// Stores `data` at `rel` (below the top folder) unless the size cap is reached.
+    fn put(&mut self, rel: &str, data: &[u8], sample: u32) -> std::io::Result<bool> {
+        if self.total + data.len() as u64 > self.max_total {
+            self.record(Missed {
+                path: format!("/{rel}"),
+                reason: MissReason::TotalCap,
+                detail: format!("{} bytes", data.len()),
+                sample,
+            });
+            return Ok(false);
+        }
+        self.append_raw(rel, data)?;
+        Ok(true)
+    }
+
+    fn append_raw(&mut self, rel: &str, data: &[u8]) -> std::io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(self.mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        self.total += data.len() as u64;
+        self.tar
+            .append_data(&mut h, format!("{}/{rel}", self.top), data)
+    }
+
+    fn miss(&mut self, path: String, e: ReadError, sample: u32) {
+        let (reason, detail) = match e {
+            ReadError::Vanished => (MissReason::Absent, String::new()),
+            ReadError::Missed(r, d) => (r, d),
+        };
+        self.record(Missed {
+            path,
+            reason,
+            detail,
+            sample,
+        });
+    }
+
+    fn record(&mut self, m: Missed) {
+        if self.missed.len() < bundle::MAX_MISSED_RECORDS {
+            self.missed.push(m);
+        } else {
+            self.missed_not_listed += 1;
+        }
+    }
+
+    /// Ends the archive and the gzip stream explicitly, so that a write error (disk full)
+    /// surfaces here instead of being lost in a `Drop`.
+    fn finish(self) -> std::io::Result<W> {
+        let buffered = self.tar.into_inner()?;
+        let gz = buffered.into_inner().map_err(|e| e.into_error())?;
+        let mut out = gz.finish()?;
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Node,
+    Cgroup,
+    Process,
+}
+
+enum Task {
+    /// A node file, stored verbatim under its host path.
+    File(String),
+    /// A cgroup directory (host path) and the names of its files to pack.
+    Dir(String, Vec<String>),
+    Process(String),
+}
+
+enum Msg {
+    Entry {
+        path: String,
+        data: Vec<u8>,
+        kind: Kind,
+        files: u64,
+        bytes: u64,
+    },
+    Missed(Missed),
+    Vanished(Kind),
+    /// One task finished (or was abandoned).
+    Done,
+    /// The producer has listed everything: this many tasks.
+    Produced(u64),
+}
+
+/// What the watchdog needs to know of a worker to abandon its current read.
+struct Slot {
+    /// 0 when not inside a read; otherwise 1 + the read's start in ms since `Ctx::clock`.
+    reading_since: AtomicU64,
+    job: Mutex<Job>,
+}
+
+#[derive(Default)]
+struct Job {
+    /// Entry path of the task's pack (empty for a single node file).
+    entry: String,
+    kind: Option<Kind>,
+    pack: Vec<u8>,
+    files: u64,
+    bytes: u64,
+    /// Host path of the file being read.
+    current: String,
+}
+
+struct Ctx {
+    cfg: Config,
+    redactor: Redactor,
+    sample: u32,
+    prefix: String,
+    clock: Instant,
+    /// Dropped (by the writer) when the sample is complete, waking the watchdog to exit.
+    stop: Mutex<Option<Sender<()>>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
+}
+
+impl Ctx {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+}
+
+fn collect_sample<W: Write>(
+    cfg: &Config,
+    disc: &Discovery,
+    redactor: &Redactor,
+    index: u32,
+    samples: u32,
+    sink: &mut Sink<W>,
+) -> Result<Sample, CollectError> {
+    let started = SystemTime::now();
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        redactor: redactor.clone(),
+        sample: index,
+        prefix: bundle::sample_prefix(index, samples),
+        clock: Instant::now(),
+        stop: Mutex::new(Some(stop_tx)),
+        slots: Mutex::new(Vec::new()),
+    });
+    let (task_tx, task_rx) = bounded::<Task>(256);
+    let (msg_tx, msg_rx) = bounded::<Msg>(64);
+
+    {
+        let (ctx, disc, msg_tx) = (ctx.clone(), disc.clone(), msg_tx.clone());
+        std::thread::Builder::new()
+            .name("memgap-walk".into())
+            .spawn(move || produce(&ctx, &disc, task_tx, msg_tx))
+            .expect("spawn walker");
+    }
+    for _ in 0..cfg.jobs.max(1) {
+        spawn_worker(&ctx, task_rx.clone(), msg_tx.clone());
+    }
+    let watchdog = {
+        let (ctx, task_rx, msg_tx) = (ctx.clone(), task_rx.clone(), msg_tx.clone());
+        std::thread::Builder::new()
+            .name("memgap-watchdog".into())
+            .spawn(move || watchdog(&ctx, &stop_rx, &task_rx, &msg_tx))
+            .expect("spawn watchdog")
+    };
+    drop((task_rx, msg_tx));
+
+    let mut counts = Counts::default();
+    let mut produced = None;
+    let mut done = 0u64;
+    let missed_before = sink.missed.len() as u64 + sink.missed_not_listed;
+    let result = (|| -> Result<(), CollectError> {
+        while produced.is_none_or(|n| done < n) {
+            let Ok(msg) = msg_rx.recv() else { break };
+            match msg {
+                Msg::Entry {
+                    path,
+                    data,
+                    kind,
+                    files,
+                    bytes,
+                } => {
+                    if sink.put(&format!("{}{path}", ctx.prefix), &data, index)? {
+                        counts.files += files;
+                        counts.bytes += bytes;
+                        match kind {
+                            Kind::Node => counts.node_files += 1,
+                            Kind::Cgroup => counts.cgroups += 1,
+                            Kind::Process => counts.processes += 1,
+                        }
+                    }
+                }
+                Msg::Missed(m) => sink.record(m),
+                Msg::Vanished(Kind::Process) => counts.vanished_processes += 1,
+                Msg::Vanished(_) => counts.vanished_cgroups += 1,
+                Msg::Done => done += 1,
+                Msg::Produced(n) => produced = Some(n),
+            }
+        }
+        Ok(())
+    })();
+    drop(ctx.stop.lock().expect("stop lock").take());
+    let _ = watchdog.join();
+    result?;
+
+    let tmpfs = discover::tmpfs_usage(&cfg.root, &disc.tmpfs);
+    let mut json = serde_json::to_vec_pretty(&tmpfs).expect("tmpfs usage serializes");
+    redactor.text(&mut json);
+    sink.put(
+        &format!("{}{}", ctx.prefix, bundle::TMPFS_FILE),
+        &json,
+        index,
+    )?;
+    if let Some(mut pods) = pod_log_dirs(&cfg.root) {
+        redactor.text(&mut pods);
+        sink.put(
+            &format!("{}{}", ctx.prefix, bundle::PODS_FILE),
+            &pods,
+            index,
+        )?;
+    }
+
+    counts.missed = sink.missed.len() as u64 + sink.missed_not_listed - missed_before;
+    Ok(Sample {
+        index,
+        prefix: ctx.prefix.clone(),
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        counts,
+    })
+}
+
+/// `var/log/pods/<namespace>_<pod>_<uid>/<container>` names (never the logs), or `None` when
+/// the node has no such directory.
+fn pod_log_dirs(root: &Path) -> Option<Vec<u8>> {
+    let base = root.join("var/log/pods");
+    if !base.is_dir() {
+        return None;
+    }
+    let mut lines: Vec<String> = walkdir::WalkDir::new(&base)
+        .min_depth(1)
+        .max_depth(2)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .filter_map(|e| {
+            e.path()
+                .strip_prefix(&base)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect();
+    lines.sort();
+    let mut out = lines.join("\n").into_bytes();
+    out.push(b'\n');
+    Some(out)
+}
+
+fn produce(ctx: &Ctx, disc: &Discovery, tasks: Sender<Task>, msgs: Sender<Msg>) {
+    let mut n = 0u64;
+    let mut send = |t: Task| {
+        n += 1;
+        tasks.send(t).is_ok()
+    };
+    let node = sources::NODE_FILES.iter().map(|f| f.to_string());
+    let vm = sources::VM_TUNABLES
+        .iter()
+        .map(|f| format!("proc/sys/vm/{f}"));
+    let thp = sources::THP_FILES
+        .iter()
+        .map(|f| format!("sys/kernel/mm/transparent_hugepage/{f}"));
+    for f in node.chain(vm).chain(thp) {
+        send(Task::File(f));
+    }
+    for m in &disc.cgroups {
+        walk_cgroups(ctx, m, &mut send, &msgs);
+    }
+    match std::fs::read_dir(ctx.cfg.root.join("proc")) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+                    send(Task::Process(name.into_owned()));
+                }
+            }
+        }
+        Err(e) => {
+            let _ = msgs.send(Msg::Missed(missed(
+                ctx,
+                "/proc".into(),
+                crate::read::classify(e),
+            )));
+        }
+    }
+    let _ = msgs.send(Msg::Produced(n));
+}
+
+/// Walks one hierarchy, files of a directory before its subdirectories, so that each directory
+/// becomes one task with the names of its files, from a single `getdents` pass.
+fn walk_cgroups(
+    ctx: &Ctx,
+    m: &CgroupMount,
+    send: &mut impl FnMut(Task) -> bool,
+    msgs: &Sender<Msg>,
+) {
+    let base = under_root(&ctx.cfg.root, &m.path);
+    let wanted: Vec<&str> = if m.version == 1 {
+        let mut v = sources::V1_CGROUP_FILES.to_vec();
+        if ctx.cfg.kmem_slabinfo {
+            v.push(sources::V1_KMEM_SLABINFO);
+        }
+        v
+    } else {
+        sources::V2_CGROUP_FILES.to_vec()
+    };
+    let host_of = |p: &Path| -> String {
+        let rel = p.strip_prefix(&base).unwrap_or(p);
+        let host = Path::new(m.path.trim_start_matches('/')).join(rel);
+        host.to_string_lossy().trim_end_matches('/').to_string()
+    };
+    let mut current: Option<(String, Vec<String>)> = None;
+    let walker = walkdir::WalkDir::new(&base)
+        .follow_links(false)
+        .max_depth(256)
+        .sort_by(|a, b| {
+            a.file_type()
+                .is_dir()
+                .cmp(&b.file_type().is_dir())
+                .then_with(|| a.file_name().cmp(b.file_name()))
+        });
+    for entry in walker {
+        match entry {
+            Ok(e) if e.file_type().is_dir() => {
+                if let Some((dir, names)) = current.take() {
+                    if !send(Task::Dir(dir, names)) {
+                        return;
+                    }
+                }
+                current = Some((host_of(e.path()), Vec::new()));
+            }
+            Ok(e) => {
+                let name = e.file_name().to_string_lossy();
+                if let (Some((_, names)), true) =
+                    (current.as_mut(), wanted.contains(&name.as_ref()))
+                {
+                    names.push(name.into_owned());
+                }
+            }
+            Err(e) => {
+                let path = e.path().map(&host_of).unwrap_or_else(|| m.path.clone());
+                let vanished = e
+                    .io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+                let _ = if vanished {
+                    msgs.send(Msg::Vanished(Kind::Cgroup))
+                } else {
+                    let err = e
+                        .into_io_error()
+                        .map(crate::read::classify)
+                        .unwrap_or(ReadError::Missed(MissReason::Io, "filesystem loop".into()));
+                    msgs.send(Msg::Missed(missed(ctx, format!("/{path}"), err)))
+                };
+            }
+        }
+    }
+    if let Some((dir, names)) = current.take() {
+        send(Task::Dir(dir, names));
+    }
+}
+
+fn missed(ctx: &Ctx, path: String, e: ReadError) -> Missed {
+    let (reason, detail) = match e {
+        ReadError::Vanished => (MissReason::Absent, String::new()),
+        ReadError::Missed(r, d) => (r, d),
+    };
+    Missed {
+        path: ctx.redactor.path(&path),
+        reason,
+        detail,
+        sample: ctx.sample,
+    }
+}
+
+fn spawn_worker(ctx: &Arc<Ctx>, tasks: Receiver<Task>, msgs: Sender<Msg>) {
+    let slot = Arc::new(Slot {
+        reading_since: AtomicU64::new(0),
+        job: Mutex::new(Job::default()),
+    });
+    ctx.slots.lock().expect("slots lock").push(slot.clone());
+    let ctx = ctx.clone();
+    std::thread::Builder::new()
+        .name("memgap-read".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let mut w = Worker {
+                ctx: &ctx,
+                slot: &slot,
+                msgs: &msgs,
+                buf: Vec::with_capacity(64 << 10),
+            };
+            for task in tasks.iter() {
+                if w.run(task).is_none() {
+                    return; // abandoned by the watchdog, which has replaced this thread
+                }
+            }
+        })
+        .expect("spawn reader");
+}
+
+struct Worker<'a> {
+    ctx: &'a Ctx,
+    slot: &'a Slot,
+    msgs: &'a Sender<Msg>,
+    buf: Vec<u8>,
+}
+
+impl Worker<'_> {
+    /// Runs one task; `None` when the watchdog abandoned it mid-read.
+    fn run(&mut self, task: Task) -> Option<()> {
+        match task {
+            Task::File(rel) => {
+                self.begin(String::new(), Kind::Node);
+                match self.read(&rel)? {
+                    Ok(()) => {
+                        let mut data = std::mem::take(&mut self.buf);
+                        self.ctx.redactor.file(file_name(&rel), &mut data);
+                        let bytes = data.len() as u64;
+                        let path = self.ctx.redactor.path(&rel);
+                        self.send(Msg::Entry {
+                            path,
+                            data,
+                            kind: Kind::Node,
+                            files: 1,
+                            bytes,
+                        });
+                    }
+                    Err(e) => self.send(Msg::Missed(missed(self.ctx, format!("/{rel}"), e))),
+                }
+            }
+            Task::Dir(dir, names) => {
+                self.begin(format!("{dir}/{}", pack::PACK_NAME), Kind::Cgroup);
+                for name in &names {
+                    let rel = format!("{dir}/{name}");
+                    match self.read(&rel)? {
+                        Ok(()) => self.add(name),
+                        Err(ReadError::Vanished) if !self.ctx.cfg.root.join(&dir).is_dir() => {
+                            self.send(Msg::Vanished(Kind::Cgroup));
+                            self.send(Msg::Done);
+                            return Some(());
+                        }
+                        Err(ReadError::Vanished) => {}
+                        Err(e) => self.send(Msg::Missed(missed(self.ctx, format!("/{rel}"), e))),
+                    }
+                }
+                self.flush();
+            }
+            Task::Process(pid) => {
+                self.begin(format!("proc/{pid}/{}", pack::PACK_NAME), Kind::Process);
+                for (i, name) in sources::PROCESS_FILES.iter().enumerate() {
+                    let rel = format!("proc/{pid}/{name}");
+                    match self.read(&rel)? {
+                        Ok(()) => self.add(name),
+                        // Exited before we started: skipped, not an error.
+                        Err(ReadError::Vanished) if i == 0 => {
+                            self.send(Msg::Vanished(Kind::Process));
+                            self.send(Msg::Done);
+                            return Some(());
+                        }
+                        // Exited mid-read: keep what was read.
+                        Err(ReadError::Vanished)
+                            if !self.ctx.cfg.root.join(format!("proc/{pid}")).is_dir() =>
+                        {
+                            break
+                        }
+                        Err(ReadError::Vanished) => {}
+                        Err(e) => self.send(Msg::Missed(missed(self.ctx, format!("/{rel}"), e))),
+                    }
+                }
+                self.flush();
+            }
+        }
+        self.send(Msg::Done);
+        Some(())
+    }
+
+    fn begin(&mut self, entry: String, kind: Kind) {
+        let mut job = self.slot.job.lock().expect("job lock");
+        job.entry = self.ctx.redactor.path(&entry);
+        job.kind = Some(kind);
+        job.pack.clear();
+        job.files = 0;
+        job.bytes = 0;
+    }
+
+    /// Reads host path `rel` into `self.buf`; `None` if the watchdog abandoned the read.
+    fn read(&mut self, rel: &str) -> Option<Result<(), ReadError>> {
+        self.slot.job.lock().expect("job lock").current = format!("/{rel}");
+        self.slot
+            .reading_since
+            .store(self.ctx.now_ms() + 1, Ordering::SeqCst);
+        let r = read_capped(
+            &self.ctx.cfg.root.join(rel),
+            &mut self.buf,
+            self.ctx.cfg.max_file_bytes,
+        );
+        // Only the watchdog sets a non-zero value back to 0 while we read.
+        if self.slot.reading_since.swap(0, Ordering::SeqCst) == 0 {
+            return None;
+        }
+        Some(r)
+    }
+
+    fn add(&mut self, name: &str) {
+        self.ctx.redactor.file(name, &mut self.buf);
+        let mut job = self.slot.job.lock().expect("job lock");
+        job.files += 1;
+        job.bytes += self.buf.len() as u64;
+        pack::push(&mut job.pack, name, &self.buf).expect("kernel file names are valid pack names");
+    }
+
+    fn flush(&mut self) {
+        let entry = take_entry(&mut self.slot.job.lock().expect("job lock"));
+        if let Some(msg) = entry {
+            self.send(msg);
+        }
+    }
+
+    fn send(&self, msg: Msg) {
+        let _ = self.msgs.send(msg);
+    }
+}
+
+fn take_entry(job: &mut Job) -> Option<Msg> {
+    let kind = job.kind.take()?;
+    if job.entry.is_empty() {
+        return None;
+    }
+    Some(Msg::Entry {
+        path: std::mem::take(&mut job.entry),
+        data: std::mem::take(&mut job.pack),
+        kind,
+        files: job.files,
+        bytes: job.bytes,
+    })
+}
+
+fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+/// Abandons reads that outlive the timeout: records them, keeps what the task had read, marks
+/// the task done and starts a replacement worker.
+fn watchdog(ctx: &Arc<Ctx>, stop: &Receiver<()>, tasks: &Receiver<Task>, msgs: &Sender<Msg>) {
+    let timeout = ctx.cfg.read_timeout.as_millis().max(1) as u64;
+    let tick = Duration::from_millis((timeout / 4).clamp(5, 100));
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+        let slots: Vec<Arc<Slot>> = ctx.slots.lock().expect("slots lock").clone();
+        for slot in slots {
+            let since = slot.reading_since.load(Ordering::SeqCst);
+            if since == 0 || ctx.now_ms() + 1 - since <= timeout {
+                continue;
+            }
+            if slot
+                .reading_since
+                .compare_exchange(since, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue; // the read returned just now
+            }
+            ctx.slots
+                .lock()
+                .expect("slots lock")
+                .retain(|s| !Arc::ptr_eq(s, &slot));
+            let (current, entry) = {
+                let mut job = slot.job.lock().expect("job lock");
+                let entry = if job.files > 0 {
+                    take_entry(&mut job)
+                } else {
+                    None
+                };
+                (std::mem::take(&mut job.current), entry)
+            };
+            if let Some(e) = entry {
+                let _ = msgs.send(e);
+            }
+            let _ = msgs.send(Msg::Missed(Missed {
+                path: ctx.redactor.path(&current),
+                reason: MissReason::Timeout,
+                detail: format!("no data within {timeout} ms; read abandoned"),
+                sample: ctx.sample,
+            }));
+            let _ = msgs.send(Msg::Done);
+            spawn_worker(ctx, tasks.clone(), msgs.clone());
+        }
+    }
+}
