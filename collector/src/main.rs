@@ -106,6 +106,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         summary(&cli, &m, "standard output");
         return Ok(());
     }
+    if let Some(special) = cli.output.as_deref().filter(|p| output::is_special(p)) {
+        // A device or FIFO (`/dev/null`, a pipe): written in place, never renamed over.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(special)
+            .with_context(|| format!("opening {}", special.display()))?;
+        let (m, _) =
+            collect(&cfg, file).with_context(|| format!("writing {}", special.display()))?;
+        summary(&cli, &m, &special.display().to_string());
+        return Ok(());
+    }
     let dest = cli.output.clone().unwrap_or_else(|| {
         let host = memgap_collector::collect::probe_host(&cfg.root);
         let name = if cfg.redact {

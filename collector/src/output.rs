@@ -70,6 +70,12 @@ impl Drop for Pending {
     }
 }
 
+/// Whether `path` exists and is not a regular file (a device such as `/dev/null`, a FIFO): such
+/// an output is written in place, since renaming a temporary file over it would replace it.
+pub fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
 /// On SIGINT, SIGTERM or SIGHUP: remove the partial bundle and exit with 128 + signal.
 pub fn install_signal_cleanup() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

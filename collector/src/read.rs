@@ -1,7 +1,10 @@
 //! Reading one kernel file: read-only, to EOF (pseudo-files report size 0), with a size cap.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::bundle::MissReason;
@@ -16,9 +19,12 @@ pub enum ReadError {
 
 /// Reads `path` into `buf` (cleared first), refusing files larger than `cap` bytes.
 pub fn read_capped(path: &Path, buf: &mut Vec<u8>, cap: u64) -> Result<(), ReadError> {
-    buf.clear();
     // `File::open` is O_RDONLY | O_CLOEXEC: nothing is ever opened for writing.
-    let file = File::open(path).map_err(classify)?;
+    read_file(File::open(path).map_err(classify)?, buf, cap)
+}
+
+fn read_file(file: File, buf: &mut Vec<u8>, cap: u64) -> Result<(), ReadError> {
+    buf.clear();
     let n = file
         .take(cap.saturating_add(1))
         .read_to_end(buf)
@@ -31,6 +37,50 @@ pub fn read_capped(path: &Path, buf: &mut Vec<u8>, cap: u64) -> Result<(), ReadE
         ));
     }
     Ok(())
+}
+
+/// An open directory (a cgroup or `/proc/PID`) whose files are opened relative to it: no path
+/// walk per file, and all files of a process come from the same process even if its PID is
+/// reused meanwhile.
+pub struct Dir(OwnedFd);
+
+impl Dir {
+    pub fn open(path: &Path) -> Result<Dir, ReadError> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| ReadError::Missed(MissReason::Io, "path contains NUL".into()))?;
+        // SAFETY: `c` is NUL-terminated; a non-negative result is a new descriptor we own.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(classify(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+        Ok(Dir(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Reads file `name` of this directory into `buf`, refusing more than `cap` bytes.
+    pub fn read(&self, name: &str, buf: &mut Vec<u8>, cap: u64) -> Result<(), ReadError> {
+        buf.clear();
+        let c = CString::new(name)
+            .map_err(|_| ReadError::Missed(MissReason::Io, "name contains NUL".into()))?;
+        // SAFETY: valid directory descriptor and NUL-terminated name; read-only open.
+        let fd = unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(classify(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a new descriptor owned by nobody else.
+        read_file(unsafe { File::from_raw_fd(fd) }, buf, cap)
+    }
 }
 
 pub fn classify(e: io::Error) -> ReadError {
@@ -63,6 +113,17 @@ mod tests {
         assert!(matches!(
             read_capped(&dir.path().join("nope"), &mut buf, 9),
             Err(ReadError::Vanished)
+        ));
+        let d = Dir::open(dir.path()).unwrap();
+        d.read("f", &mut buf, 100).unwrap();
+        assert_eq!(buf, b"0123456789");
+        assert!(matches!(
+            d.read("nope", &mut buf, 9),
+            Err(ReadError::Vanished)
+        ));
+        assert!(matches!(
+            Dir::open(&p),
+            Err(ReadError::Missed(MissReason::Io, _))
         ));
     }
 }

@@ -108,6 +108,25 @@ fn stdout_output_is_a_valid_bundle() {
 }
 
 #[test]
+fn device_output_is_written_in_place_not_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    synth::generate(d.path(), &Spec::new(Version::V1, 15, 2)).unwrap();
+    bin()
+        .args([
+            "--root",
+            d.path().to_str().unwrap(),
+            "--no-kmsg",
+            "-q",
+            "-o",
+            "/dev/null",
+        ])
+        .assert()
+        .success();
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(!meta.is_file(), "/dev/null was replaced by a regular file");
+}
+
+#[test]
 fn bad_root_is_a_clear_error() {
     bin()
         .args(["--root", "/nonexistent-memgap", "-o", "/tmp/x.tar.gz"])

@@ -1,0 +1,23 @@
+//! Parsers: pure functions from a kernel file's text to typed values, units normalized to bytes.
+//!
+//! Every parser is lenient in the same way: unknown keys are kept (new kernels add fields in
+//! the middle of files), and lines it cannot read are reported by number in `bad_lines`
+//! instead of failing the whole file.
+
+pub mod flat;
+pub mod kv_kb;
+pub mod limit;
+pub mod misc;
+pub mod nested;
+pub mod oom;
+pub mod pid_cgroup;
+pub mod slabinfo;
+pub mod sysvipc;
+
+pub use flat::Flat;
+pub use limit::Limit;
+
+/// Kernel text files are ASCII; anything else is decoded lossily rather than refused.
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}

@@ -1,0 +1,445 @@
+//! Reading bundles: a `.tar.gz` streamed in memory (never extracted to disk), or a directory
+//! holding an unpacked one. Bundles come from strangers: links, devices, absolute paths and
+//! `..` are refused, sizes are capped, and every problem becomes a [`Diagnostic`] naming the
+//! bundle and the file while the rest is still read.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use memgap_collector::bundle::{self, pack, Manifest};
+use serde::Serialize;
+use thiserror::Error;
+
+/// Caps on what one bundle may make us hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Uncompressed bytes of the whole archive (a decompression bomb is a bundle too).
+    pub max_total_bytes: u64,
+    pub max_entry_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_total_bytes: 4 << 30,
+            max_entry_bytes: 256 << 20,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// A bundle that cannot be analyzed at all.
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("{path}: not a memgap bundle: {reason}")]
+    NotABundle { path: String, reason: String },
+    #[error("{path}: bundle format version {found} is newer than this memgap understands ({supported}); upgrade memgap")]
+    TooNew { path: String, found: u32, supported: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Warning,
+    Error,
+}
+
+/// A problem found in a bundle that did not stop the analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub level: Level,
+    /// The bundle, as given on the command line.
+    pub bundle: String,
+    /// The file inside the bundle, when the problem is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lvl = match self.level {
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        match &self.file {
+            Some(file) => write!(f, "{lvl}: {}: {file}: {}", self.bundle, self.message),
+            None => write!(f, "{lvl}: {}: {}", self.bundle, self.message),
+        }
+    }
+}
+
+/// The files of one snapshot, by host path without the leading `/`.
+#[derive(Debug, Default)]
+pub struct Files {
+    blobs: Vec<Vec<u8>>,
+    /// directory -> (file name, blob, start, end)
+    dirs: HashMap<String, Vec<(String, usize, usize, usize)>>,
+}
+
+impl Files {
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        self.dirs
+            .get(dir)?
+            .iter()
+            .rev() // a later entry of the same name wins
+            .find(|f| f.0 == name)
+            .map(|&(_, b, s, e)| &self.blobs[b][s..e])
+    }
+
+    /// The files of `dir`, in bundle order.
+    pub fn dir(&self, dir: &str) -> impl Iterator<Item = (&str, &[u8])> {
+        self.dirs
+            .get(dir)
+            .into_iter()
+            .flatten()
+            .map(|(n, b, s, e)| (n.as_str(), &self.blobs[*b][*s..*e]))
+    }
+
+    /// Directories at or below `prefix`, sorted.
+    pub fn dirs_under(&self, prefix: &str) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .dirs
+            .keys()
+            .map(String::as_str)
+            .filter(|d| *d == prefix || d.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    fn insert(&mut self, path: &str, data: Vec<u8>) {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let len = data.len();
+        self.blobs.push(data);
+        let b = self.blobs.len() - 1;
+        self.dirs.entry(dir.to_string()).or_default().push((name.to_string(), b, 0, len));
+    }
+
+    /// Indexes a pack's files under `dir`; returns the error that stopped it, if any.
+    fn insert_pack(&mut self, dir: &str, data: Vec<u8>) -> Option<pack::PackError> {
+        self.blobs.push(data);
+        let b = self.blobs.len() - 1;
+        let base = self.blobs[b].as_ptr() as usize;
+        let mut list = Vec::new();
+        let mut err = None;
+        for item in pack::entries(&self.blobs[b]) {
+            match item {
+                Ok((name, content)) => {
+                    let start = content.as_ptr() as usize - base;
+                    list.push((name.to_string(), b, start, start + content.len()));
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        self.dirs.entry(dir.to_string()).or_default().extend(list);
+        err
+    }
+}
+
+/// One stored entry, for the report's appendix.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryInfo {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// A bundle read into memory.
+#[derive(Debug)]
+pub struct Bundle {
+    /// As given by the user.
+    pub source: String,
+    pub manifest: Option<Manifest>,
+    /// One per snapshot (a single-sample bundle has one).
+    pub samples: Vec<Files>,
+    /// Files outside the snapshots of a multi-sample bundle (OOM reports).
+    pub shared: Files,
+    pub entries: Vec<EntryInfo>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Bundle {
+    /// The latest snapshot.
+    pub fn latest(&self) -> &Files {
+        self.samples.last().expect("a bundle has at least one sample")
+    }
+
+    /// A bundle-level file (e.g. the OOM reports), wherever the layout put it.
+    pub fn shared_file(&self, path: &str) -> Option<&[u8]> {
+        self.shared.get(path).or_else(|| self.latest().get(path))
+    }
+
+    fn diag(&mut self, level: Level, file: Option<&str>, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            level,
+            bundle: self.source.clone(),
+            file: file.map(str::to_string),
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads a `.tar.gz` bundle or a directory holding an unpacked one.
+pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
+    let source = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| BundleError::Open { path: source.clone(), source: e })?;
+    let raw = if meta.is_dir() {
+        read_dir(path, &source, limits)?
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| BundleError::Open { path: source.clone(), source: e })?;
+        read_targz(std::io::BufReader::with_capacity(256 << 10, f), &source, limits)?
+    };
+    assemble(raw, source)
+}
+
+/// Reads a `.tar.gz` bundle from any reader (`source` names it in messages).
+pub fn read_from(r: impl Read, source: &str, limits: &Limits) -> Result<Bundle, BundleError> {
+    assemble(read_targz(r, source, limits)?, source.to_string())
+}
+
+/// Entries as read, before the layout is interpreted.
+struct Raw {
+    entries: Vec<(String, Vec<u8>)>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Fails reads past a byte budget, so no entry (long names included) can exceed it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("uncompressed size exceeds the analyzer's limit (a decompression bomb?)"));
+        }
+        let n = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+    let gz = flate2::read::GzDecoder::new(r);
+    let capped = Capped { inner: gz, left: limits.max_total_bytes };
+    let mut ar = tar::Archive::new(capped);
+    let mut raw = Raw { entries: Vec::new(), diagnostics: Vec::new() };
+    let diag = |raw: &mut Raw, level, file: Option<String>, msg: String| {
+        raw.diagnostics.push(Diagnostic { level, bundle: source.to_string(), file, message: msg });
+    };
+    let entries = ar.entries().map_err(|e| BundleError::NotABundle { path: source.into(), reason: e.to_string() })?;
+    let mut count = 0u64;
+    let mut last_ok: Option<String> = None;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                if raw.entries.is_empty() && last_ok.is_none() {
+                    return Err(BundleError::NotABundle {
+                        path: source.into(),
+                        reason: format!("not a gzip-compressed tar archive: {e}"),
+                    });
+                }
+                let after = last_ok.as_deref().unwrap_or("the start");
+                diag(&mut raw, Level::Error, None, format!("archive is truncated or corrupt after {after}: {e}; the entries before it are analyzed"));
+                break;
+            }
+        };
+        count += 1;
+        if count > limits.max_entries {
+            diag(&mut raw, Level::Error, None, format!("more than {} entries; the rest is ignored", limits.max_entries));
+            break;
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            diag(&mut raw, Level::Warning, Some(path), format!("refused: a {kind:?} entry (only regular files belong in a bundle)"));
+            continue;
+        }
+        let Some(clean) = safe_path(&path) else {
+            diag(&mut raw, Level::Warning, Some(path), "refused: absolute path or `..` component".into());
+            continue;
+        };
+        let size = entry.header().size().unwrap_or(u64::MAX);
+        if size > limits.max_entry_bytes {
+            diag(&mut raw, Level::Warning, Some(clean), format!("refused: {size} bytes is over the {}-byte entry limit", limits.max_entry_bytes));
+            continue;
+        }
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+        if let Err(e) = entry.read_to_end(&mut data) {
+            diag(&mut raw, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
+            break;
+        }
+        last_ok = Some(clean.clone());
+        raw.entries.push((clean, data));
+    }
+    Ok(raw)
+}
+
+fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+    let mut raw = Raw { entries: Vec::new(), diagnostics: Vec::new() };
+    let mut total = 0u64;
+    for e in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => {
+                raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: err.path().map(|p| p.display().to_string()), message: err.to_string() });
+                continue;
+            }
+        };
+        let rel: PathBuf = e.path().strip_prefix(dir).unwrap_or(e.path()).to_path_buf();
+        let rel = rel.to_string_lossy().into_owned();
+        let ft = e.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        if !ft.is_file() {
+            raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: "refused: not a regular file".into() });
+            continue;
+        }
+        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > limits.max_entry_bytes || total + size > limits.max_total_bytes {
+            raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: "refused: over the size limit".into() });
+            continue;
+        }
+        match std::fs::read(e.path()) {
+            Ok(d) => {
+                total += d.len() as u64;
+                raw.entries.push((rel, d));
+            }
+            Err(err) => raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: err.to_string() }),
+        }
+    }
+    if raw.entries.is_empty() {
+        return Err(BundleError::NotABundle { path: source.into(), reason: "the directory holds no files".into() });
+    }
+    Ok(raw)
+}
+
+/// A relative, normalized path, or `None` for absolute paths and `..`.
+fn safe_path(p: &str) -> Option<String> {
+    if p.starts_with('/') || p.contains('\0') {
+        return None;
+    }
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// Top-level names a bundle's content starts with, when it has no top folder.
+const ROOT_NAMES: &[&str] = &["proc", "sys", "memgap", "snapshots", bundle::MANIFEST];
+
+fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
+    let mut b = Bundle {
+        source,
+        manifest: None,
+        samples: Vec::new(),
+        shared: Files::default(),
+        entries: Vec::new(),
+        diagnostics: raw.diagnostics,
+    };
+    let has_top = raw.entries.first().is_some_and(|(p, _)| {
+        let first = p.split('/').next().unwrap_or_default();
+        p.contains('/') && !ROOT_NAMES.contains(&first)
+    });
+    let mut top = Files::default();
+    let mut snaps: Vec<Files> = Vec::new();
+    for (path, data) in raw.entries {
+        let rel = if has_top {
+            match path.split_once('/') {
+                Some((_, r)) => r.to_string(),
+                None => continue,
+            }
+        } else {
+            path
+        };
+        b.entries.push(EntryInfo { path: rel.clone(), bytes: data.len() as u64 });
+        if rel == bundle::MANIFEST {
+            match serde_json::from_slice::<Manifest>(&data) {
+                Ok(m) => {
+                    if m.format_version > bundle::FORMAT_VERSION {
+                        return Err(BundleError::TooNew { path: b.source, found: m.format_version, supported: bundle::FORMAT_VERSION });
+                    }
+                    b.manifest = Some(m);
+                }
+                Err(e) => {
+                    // A manifest that is not ours may still carry a version we can check.
+                    let v = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v.get("format_version")?.as_u64());
+                    if let Some(v) = v.filter(|v| *v > bundle::FORMAT_VERSION as u64) {
+                        return Err(BundleError::TooNew { path: b.source, found: v as u32, supported: bundle::FORMAT_VERSION });
+                    }
+                    b.diag(Level::Error, Some(bundle::MANIFEST), format!("unreadable manifest: {e}; analyzing the files without it"));
+                }
+            }
+            continue;
+        }
+        // `snapshots/N/...` belongs to sample N; other files of a multi-sample bundle are shared.
+        let (files, inner): (&mut Files, String) = match rel.strip_prefix("snapshots/").and_then(|r| r.split_once('/')) {
+            Some((n, inner)) => match n.parse::<usize>() {
+                Ok(i) if i < 10_000 => {
+                    if snaps.len() <= i {
+                        snaps.resize_with(i + 1, Files::default);
+                    }
+                    (&mut snaps[i], inner.to_string())
+                }
+                _ => {
+                    b.diag(Level::Warning, Some(&rel), "ignored: not a valid snapshot number");
+                    continue;
+                }
+            },
+            None => (&mut top, rel.clone()),
+        };
+        if let Some(dir) = inner.strip_suffix(&format!("/{}", pack::PACK_NAME)) {
+            if let Some(e) = files.insert_pack(dir, data) {
+                b.diag(Level::Error, Some(&rel), format!("damaged pack: {e}; the files before the damage are used"));
+            }
+        } else {
+            files.insert(&inner, data);
+        }
+    }
+    snaps.retain(|s| !s.is_empty());
+    let samples = if snaps.is_empty() {
+        vec![top]
+    } else {
+        b.shared = top;
+        snaps
+    };
+    let samples: Vec<Files> = samples.into_iter().filter(|s| !s.is_empty()).collect();
+    if samples.is_empty() {
+        return Err(BundleError::NotABundle { path: b.source, reason: "it holds no kernel files".into() });
+    }
+    if b.manifest.is_none() && !b.diagnostics.iter().any(|d| d.file.as_deref() == Some(bundle::MANIFEST)) {
+        b.diag(Level::Error, Some(bundle::MANIFEST), "missing (the bundle may be truncated); analyzing the files without it");
+    }
+    b.samples = samples;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_paths() {
+        assert_eq!(safe_path("a/./b//c").as_deref(), Some("a/b/c"));
+        assert_eq!(safe_path("/etc/passwd"), None);
+        assert_eq!(safe_path("a/../../x"), None);
+        assert_eq!(safe_path(""), None);
+    }
+}
