@@ -34,11 +34,18 @@ impl Default for Limits {
 #[derive(Debug, Error)]
 pub enum BundleError {
     #[error("{path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a memgap bundle: {reason}")]
     NotABundle { path: String, reason: String },
     #[error("{path}: bundle format version {found} is newer than this memgap understands ({supported}); upgrade memgap")]
-    TooNew { path: String, found: u32, supported: u32 },
+    TooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -77,28 +84,64 @@ impl std::fmt::Display for Diagnostic {
 #[derive(Debug, Default)]
 pub struct Files {
     blobs: Vec<Vec<u8>>,
-    /// directory -> (file name, blob, start, end)
-    dirs: HashMap<String, Vec<(String, usize, usize, usize)>>,
+    /// directory -> files, each as (blob, name range, content range) into `blobs`
+    dirs: HashMap<String, Vec<FileRef>>,
+}
+
+/// Where a file's name and content are, inside one of `Files::blobs` (no copy, no allocation
+/// per file: a 5,000-cgroup bundle holds 136,000 files).
+#[derive(Debug, Clone, Copy)]
+struct FileRef {
+    blob: u32,
+    name: (u32, u32),
+    content: (u32, u32),
+}
+
+/// The files of one directory, looked up once.
+#[derive(Clone, Copy)]
+pub struct DirView<'a> {
+    files: &'a Files,
+    list: &'a [FileRef],
+}
+
+impl<'a> DirView<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.list
+            .iter()
+            .rev() // a later entry of the same name wins
+            .find(|f| self.files.name(f) == name.as_bytes())
+            .map(|f| self.files.content(f))
+    }
 }
 
 impl Files {
     pub fn get(&self, path: &str) -> Option<&[u8]> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        self.dirs
-            .get(dir)?
-            .iter()
-            .rev() // a later entry of the same name wins
-            .find(|f| f.0 == name)
-            .map(|&(_, b, s, e)| &self.blobs[b][s..e])
+        self.view(dir).get(name)
+    }
+
+    pub fn view(&self, dir: &str) -> DirView<'_> {
+        DirView {
+            files: self,
+            list: self.dirs.get(dir).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    fn name(&self, f: &FileRef) -> &[u8] {
+        &self.blobs[f.blob as usize][f.name.0 as usize..f.name.1 as usize]
+    }
+
+    fn content(&self, f: &FileRef) -> &[u8] {
+        &self.blobs[f.blob as usize][f.content.0 as usize..f.content.1 as usize]
     }
 
     /// The files of `dir`, in bundle order.
-    pub fn dir(&self, dir: &str) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn dir(&self, dir: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &[u8])> {
         self.dirs
             .get(dir)
             .into_iter()
             .flatten()
-            .map(|(n, b, s, e)| (n.as_str(), &self.blobs[*b][*s..*e]))
+            .map(|f| (String::from_utf8_lossy(self.name(f)), self.content(f)))
     }
 
     /// Directories at or below `prefix`, sorted.
@@ -117,12 +160,20 @@ impl Files {
         self.dirs.is_empty()
     }
 
-    fn insert(&mut self, path: &str, data: Vec<u8>) {
+    fn insert(&mut self, path: &str, mut data: Vec<u8>) {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let len = data.len();
+        // Entries are capped far below 4 GiB, so u32 offsets hold. The name goes after the
+        // content in the same blob.
+        let len = data.len() as u32;
+        data.extend_from_slice(name.as_bytes());
+        let end = data.len() as u32;
         self.blobs.push(data);
-        let b = self.blobs.len() - 1;
-        self.dirs.entry(dir.to_string()).or_default().push((name.to_string(), b, 0, len));
+        let blob = (self.blobs.len() - 1) as u32;
+        self.dirs.entry(dir.to_string()).or_default().push(FileRef {
+            blob,
+            name: (len, end),
+            content: (0, len),
+        });
     }
 
     /// Indexes a pack's files under `dir`; returns the error that stopped it, if any.
@@ -132,11 +183,16 @@ impl Files {
         let base = self.blobs[b].as_ptr() as usize;
         let mut list = Vec::new();
         let mut err = None;
+        let off = |p: *const u8| (p as usize - base) as u32;
         for item in pack::entries(&self.blobs[b]) {
             match item {
                 Ok((name, content)) => {
-                    let start = content.as_ptr() as usize - base;
-                    list.push((name.to_string(), b, start, start + content.len()));
+                    let (n, c) = (off(name.as_ptr()), off(content.as_ptr()));
+                    list.push(FileRef {
+                        blob: b as u32,
+                        name: (n, n + name.len() as u32),
+                        content: (c, c + content.len() as u32),
+                    });
                 }
                 Err(e) => err = Some(e),
             }
@@ -170,7 +226,9 @@ pub struct Bundle {
 impl Bundle {
     /// The latest snapshot.
     pub fn latest(&self) -> &Files {
-        self.samples.last().expect("a bundle has at least one sample")
+        self.samples
+            .last()
+            .expect("a bundle has at least one sample")
     }
 
     /// A bundle-level file (e.g. the OOM reports), wherever the layout put it.
@@ -191,12 +249,18 @@ impl Bundle {
 /// Reads a `.tar.gz` bundle or a directory holding an unpacked one.
 pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
     let source = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| BundleError::Open { path: source.clone(), source: e })?;
+    let meta = std::fs::metadata(path).map_err(|e| BundleError::Open {
+        path: source.clone(),
+        source: e,
+    })?;
     let raw = if meta.is_dir() {
         read_dir(path, &source, limits)?
     } else {
-        let f = std::fs::File::open(path).map_err(|e| BundleError::Open { path: source.clone(), source: e })?;
-        read_targz(std::io::BufReader::with_capacity(256 << 10, f), &source, limits)?
+        let f = std::fs::File::open(path).map_err(|e| BundleError::Open {
+            path: source.clone(),
+            source: e,
+        })?;
+        read_targz(f, &source, limits)?
     };
     assemble(raw, source)
 }
@@ -221,7 +285,9 @@ struct Capped<R> {
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
-            return Err(std::io::Error::other("uncompressed size exceeds the analyzer's limit (a decompression bomb?)"));
+            return Err(std::io::Error::other(
+                "uncompressed size exceeds the analyzer's limit (a decompression bomb?)",
+            ));
         }
         let n = buf.len().min(self.left.min(usize::MAX as u64) as usize);
         let got = self.inner.read(&mut buf[..n])?;
@@ -231,14 +297,34 @@ impl<R: Read> Read for Capped<R> {
 }
 
 fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    let gz = flate2::read::GzDecoder::new(r);
-    let capped = Capped { inner: gz, left: limits.max_total_bytes };
-    let mut ar = tar::Archive::new(capped);
-    let mut raw = Raw { entries: Vec::new(), diagnostics: Vec::new() };
-    let diag = |raw: &mut Raw, level, file: Option<String>, msg: String| {
-        raw.diagnostics.push(Diagnostic { level, bundle: source.to_string(), file, message: msg });
+    // File offsets inside a blob are u32.
+    let limits = &Limits {
+        max_entry_bytes: limits.max_entry_bytes.min(1 << 31),
+        ..*limits
     };
-    let entries = ar.entries().map_err(|e| BundleError::NotABundle { path: source.into(), reason: e.to_string() })?;
+    let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(128 << 10, r));
+    let capped = Capped {
+        inner: gz,
+        left: limits.max_total_bytes,
+    };
+    // tar reads 512-byte headers: serve them from a buffer, not from the inflater each time.
+    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(256 << 10, capped));
+    let mut raw = Raw {
+        entries: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    let diag = |raw: &mut Raw, level, file: Option<String>, msg: String| {
+        raw.diagnostics.push(Diagnostic {
+            level,
+            bundle: source.to_string(),
+            file,
+            message: msg,
+        });
+    };
+    let entries = ar.entries().map_err(|e| BundleError::NotABundle {
+        path: source.into(),
+        reason: e.to_string(),
+    })?;
     let mut count = 0u64;
     let mut last_ok: Option<String> = None;
     for entry in entries {
@@ -258,7 +344,15 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
         };
         count += 1;
         if count > limits.max_entries {
-            diag(&mut raw, Level::Error, None, format!("more than {} entries; the rest is ignored", limits.max_entries));
+            diag(
+                &mut raw,
+                Level::Error,
+                None,
+                format!(
+                    "more than {} entries; the rest is ignored",
+                    limits.max_entries
+                ),
+            );
             break;
         }
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -267,19 +361,37 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
             continue;
         }
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            diag(&mut raw, Level::Warning, Some(path), format!("refused: a {kind:?} entry (only regular files belong in a bundle)"));
+            diag(
+                &mut raw,
+                Level::Warning,
+                Some(path),
+                format!("refused: a {kind:?} entry (only regular files belong in a bundle)"),
+            );
             continue;
         }
         let Some(clean) = safe_path(&path) else {
-            diag(&mut raw, Level::Warning, Some(path), "refused: absolute path or `..` component".into());
+            diag(
+                &mut raw,
+                Level::Warning,
+                Some(path),
+                "refused: absolute path or `..` component".into(),
+            );
             continue;
         };
         let size = entry.header().size().unwrap_or(u64::MAX);
         if size > limits.max_entry_bytes {
-            diag(&mut raw, Level::Warning, Some(clean), format!("refused: {size} bytes is over the {}-byte entry limit", limits.max_entry_bytes));
+            diag(
+                &mut raw,
+                Level::Warning,
+                Some(clean),
+                format!(
+                    "refused: {size} bytes is over the {}-byte entry limit",
+                    limits.max_entry_bytes
+                ),
+            );
             continue;
         }
-        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+        let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
         if let Err(e) = entry.read_to_end(&mut data) {
             diag(&mut raw, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
             break;
@@ -291,13 +403,24 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
 }
 
 fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    let mut raw = Raw { entries: Vec::new(), diagnostics: Vec::new() };
+    let mut raw = Raw {
+        entries: Vec::new(),
+        diagnostics: Vec::new(),
+    };
     let mut total = 0u64;
-    for e in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+    for e in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let e = match e {
             Ok(e) => e,
             Err(err) => {
-                raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: err.path().map(|p| p.display().to_string()), message: err.to_string() });
+                raw.diagnostics.push(Diagnostic {
+                    level: Level::Warning,
+                    bundle: source.into(),
+                    file: err.path().map(|p| p.display().to_string()),
+                    message: err.to_string(),
+                });
                 continue;
             }
         };
@@ -308,12 +431,22 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
             continue;
         }
         if !ft.is_file() {
-            raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: "refused: not a regular file".into() });
+            raw.diagnostics.push(Diagnostic {
+                level: Level::Warning,
+                bundle: source.into(),
+                file: Some(rel),
+                message: "refused: not a regular file".into(),
+            });
             continue;
         }
         let size = e.metadata().map(|m| m.len()).unwrap_or(0);
         if size > limits.max_entry_bytes || total + size > limits.max_total_bytes {
-            raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: "refused: over the size limit".into() });
+            raw.diagnostics.push(Diagnostic {
+                level: Level::Warning,
+                bundle: source.into(),
+                file: Some(rel),
+                message: "refused: over the size limit".into(),
+            });
             continue;
         }
         match std::fs::read(e.path()) {
@@ -321,11 +454,19 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
                 total += d.len() as u64;
                 raw.entries.push((rel, d));
             }
-            Err(err) => raw.diagnostics.push(Diagnostic { level: Level::Warning, bundle: source.into(), file: Some(rel), message: err.to_string() }),
+            Err(err) => raw.diagnostics.push(Diagnostic {
+                level: Level::Warning,
+                bundle: source.into(),
+                file: Some(rel),
+                message: err.to_string(),
+            }),
         }
     }
     if raw.entries.is_empty() {
-        return Err(BundleError::NotABundle { path: source.into(), reason: "the directory holds no files".into() });
+        return Err(BundleError::NotABundle {
+            path: source.into(),
+            reason: "the directory holds no files".into(),
+        });
     }
     Ok(raw)
 }
@@ -335,7 +476,10 @@ fn safe_path(p: &str) -> Option<String> {
     if p.starts_with('/') || p.contains('\0') {
         return None;
     }
-    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if parts.is_empty() || parts.contains(&"..") {
         return None;
     }
@@ -369,28 +513,48 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
         } else {
             path
         };
-        b.entries.push(EntryInfo { path: rel.clone(), bytes: data.len() as u64 });
+        b.entries.push(EntryInfo {
+            path: rel.clone(),
+            bytes: data.len() as u64,
+        });
         if rel == bundle::MANIFEST {
             match serde_json::from_slice::<Manifest>(&data) {
                 Ok(m) => {
                     if m.format_version > bundle::FORMAT_VERSION {
-                        return Err(BundleError::TooNew { path: b.source, found: m.format_version, supported: bundle::FORMAT_VERSION });
+                        return Err(BundleError::TooNew {
+                            path: b.source,
+                            found: m.format_version,
+                            supported: bundle::FORMAT_VERSION,
+                        });
                     }
                     b.manifest = Some(m);
                 }
                 Err(e) => {
                     // A manifest that is not ours may still carry a version we can check.
-                    let v = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v.get("format_version")?.as_u64());
+                    let v = serde_json::from_slice::<serde_json::Value>(&data)
+                        .ok()
+                        .and_then(|v| v.get("format_version")?.as_u64());
                     if let Some(v) = v.filter(|v| *v > bundle::FORMAT_VERSION as u64) {
-                        return Err(BundleError::TooNew { path: b.source, found: v as u32, supported: bundle::FORMAT_VERSION });
+                        return Err(BundleError::TooNew {
+                            path: b.source,
+                            found: v as u32,
+                            supported: bundle::FORMAT_VERSION,
+                        });
                     }
-                    b.diag(Level::Error, Some(bundle::MANIFEST), format!("unreadable manifest: {e}; analyzing the files without it"));
+                    b.diag(
+                        Level::Error,
+                        Some(bundle::MANIFEST),
+                        format!("unreadable manifest: {e}; analyzing the files without it"),
+                    );
                 }
             }
             continue;
         }
         // `snapshots/N/...` belongs to sample N; other files of a multi-sample bundle are shared.
-        let (files, inner): (&mut Files, String) = match rel.strip_prefix("snapshots/").and_then(|r| r.split_once('/')) {
+        let (files, inner): (&mut Files, String) = match rel
+            .strip_prefix("snapshots/")
+            .and_then(|r| r.split_once('/'))
+        {
             Some((n, inner)) => match n.parse::<usize>() {
                 Ok(i) if i < 10_000 => {
                     if snaps.len() <= i {
@@ -399,7 +563,11 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
                     (&mut snaps[i], inner.to_string())
                 }
                 _ => {
-                    b.diag(Level::Warning, Some(&rel), "ignored: not a valid snapshot number");
+                    b.diag(
+                        Level::Warning,
+                        Some(&rel),
+                        "ignored: not a valid snapshot number",
+                    );
                     continue;
                 }
             },
@@ -407,7 +575,11 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
         };
         if let Some(dir) = inner.strip_suffix(&format!("/{}", pack::PACK_NAME)) {
             if let Some(e) = files.insert_pack(dir, data) {
-                b.diag(Level::Error, Some(&rel), format!("damaged pack: {e}; the files before the damage are used"));
+                b.diag(
+                    Level::Error,
+                    Some(&rel),
+                    format!("damaged pack: {e}; the files before the damage are used"),
+                );
             }
         } else {
             files.insert(&inner, data);
@@ -422,10 +594,22 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
     };
     let samples: Vec<Files> = samples.into_iter().filter(|s| !s.is_empty()).collect();
     if samples.is_empty() {
-        return Err(BundleError::NotABundle { path: b.source, reason: "it holds no kernel files".into() });
+        return Err(BundleError::NotABundle {
+            path: b.source,
+            reason: "it holds no kernel files".into(),
+        });
     }
-    if b.manifest.is_none() && !b.diagnostics.iter().any(|d| d.file.as_deref() == Some(bundle::MANIFEST)) {
-        b.diag(Level::Error, Some(bundle::MANIFEST), "missing (the bundle may be truncated); analyzing the files without it");
+    if b.manifest.is_none()
+        && !b
+            .diagnostics
+            .iter()
+            .any(|d| d.file.as_deref() == Some(bundle::MANIFEST))
+    {
+        b.diag(
+            Level::Error,
+            Some(bundle::MANIFEST),
+            "missing (the bundle may be truncated); analyzing the files without it",
+        );
     }
     b.samples = samples;
     Ok(b)

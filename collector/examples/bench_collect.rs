@@ -87,7 +87,11 @@ fn main() {
         memgap_collector::collect(&cfg, std::io::BufWriter::new(out)).expect("collect");
         coll.push(t.elapsed());
     }
-    let (f, fl, c) = (median(&mut floor), median(&mut floor_list), median(&mut coll));
+    let (f, fl, c) = (
+        median(&mut floor),
+        median(&mut floor_list),
+        median(&mut coll),
+    );
     let rss = peak_rss_of_binary(&root, a.jobs);
 
     println!(
@@ -98,11 +102,26 @@ fn main() {
         content.len()
     );
     println!("jobs: {}, runs: {}", a.jobs, a.runs);
-    println!("floor A (read the same files):        {:>8.1} ms (median)", ms(f));
-    println!("floor B (list their dirs, read them): {:>8.1} ms (median)", ms(fl));
-    println!("collector (library, to a file):       {:>8.1} ms (median)", ms(c));
-    println!("ratio collector / floor A:            {:>8.2}", ms(c) / ms(f));
-    println!("ratio collector / floor B:            {:>8.2}", ms(c) / ms(fl));
+    println!(
+        "floor A (read the same files):        {:>8.1} ms (median)",
+        ms(f)
+    );
+    println!(
+        "floor B (list their dirs, read them): {:>8.1} ms (median)",
+        ms(fl)
+    );
+    println!(
+        "collector (library, to a file):       {:>8.1} ms (median)",
+        ms(c)
+    );
+    println!(
+        "ratio collector / floor A:            {:>8.2}",
+        ms(c) / ms(f)
+    );
+    println!(
+        "ratio collector / floor B:            {:>8.2}",
+        ms(c) / ms(fl)
+    );
     println!("bundle .tar.gz:               {:>8} bytes", gz.len());
     println!(
         "gzip -6 of the content alone: {:>8} bytes",

@@ -559,7 +559,6 @@ fn produce(ctx: &Ctx, disc: &Discovery, tasks: Sender<Vec<Task>>, msgs: Sender<M
             }));
         }
     }
-    drop(send);
     if !batch.is_empty() {
         let _ = tasks.send(batch);
     }
@@ -604,10 +603,8 @@ fn walk_cgroups(
             let bytes = name.as_encoded_bytes();
             // d_type from getdents: no stat. Symlinks are neither followed nor read.
             match e.file_type() {
-                Ok(t) if t.is_dir() => {
-                    if depth < MAX_CGROUP_DEPTH {
-                        stack.push((format!("{dir}/{}", name.to_string_lossy()), depth + 1));
-                    }
+                Ok(t) if t.is_dir() && depth < MAX_CGROUP_DEPTH => {
+                    stack.push((format!("{dir}/{}", name.to_string_lossy()), depth + 1));
                 }
                 Ok(t) if t.is_file() => {
                     if let Some(w) = wanted.iter().find(|w| w.as_bytes() == bytes) {

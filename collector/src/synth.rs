@@ -369,7 +369,12 @@ fn v1_files(nodes: &[Node], i: usize) -> Vec<(&'static str, String)> {
     let _ = writeln!(stat, "hierarchical_memsw_limit {V1_UNLIMITED}");
     stat.push_str(&v1_stat_section("total_", t));
     let kmem = t.kernel();
-    let usage = t.anon + t.file() + kmem;
+    // The root's usage is computed from global counters and leaves kernel memory out.
+    let usage = if n.parent.is_none() {
+        t.anon + t.file()
+    } else {
+        t.anon + t.file() + kmem
+    };
     let limit = n.limit.unwrap_or(V1_UNLIMITED);
     let pages = |b: u64| b / PAGE;
     let numa = format!(

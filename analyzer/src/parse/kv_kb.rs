@@ -68,15 +68,26 @@ mod tests {
 
     #[test]
     fn real_meminfo_status_and_smaps_rollup() {
-        let m = parse(include_str!("../../../fixtures/realdata/localhost-v1/proc/meminfo"));
+        let m = parse(include_str!(
+            "../../../fixtures/realdata/localhost-v1/proc/meminfo"
+        ));
         assert!(m.bad_lines.is_empty());
         assert!(m.get("MemTotal").unwrap() > 1 << 30);
         assert!(m.values.contains_key("HugePages_Total"));
-        let s = parse(include_str!("../../../fixtures/realdata/localhost-v1/scratch-demo/alive/proc/self/status"));
+        let s = parse(include_str!(
+            "../../../fixtures/realdata/localhost-v1/scratch-demo/alive/proc/self/status"
+        ));
         assert_eq!(s.get("VmRSS"), Some(79532 * 1024));
-        assert_eq!(s.get("VmRSS"), Some(s.get("RssAnon").unwrap() + s.get("RssFile").unwrap() + s.get("RssShmem").unwrap()));
+        assert_eq!(
+            s.get("VmRSS"),
+            Some(
+                s.get("RssAnon").unwrap() + s.get("RssFile").unwrap() + s.get("RssShmem").unwrap()
+            )
+        );
         assert_eq!(s.text["Name"], "python3");
-        let r = parse(include_str!("../../../fixtures/realdata/localhost-v1/scratch-demo/alive/proc/self/smaps_rollup"));
+        let r = parse(include_str!(
+            "../../../fixtures/realdata/localhost-v1/scratch-demo/alive/proc/self/smaps_rollup"
+        ));
         assert!(r.bad_lines.is_empty());
         assert_eq!(r.get("Pss_Shmem"), Some(16384 * 1024));
         // pre-5.3 layout: no Pss_Anon/File/Shmem.
@@ -86,7 +97,9 @@ mod tests {
 
     #[test]
     fn malformed_lines() {
-        let m = parse("MemTotal: 10 kB\nno colon here\nHuge: 18446744073709551615 kB\n: 5\nName:\tbash\n");
+        let m = parse(
+            "MemTotal: 10 kB\nno colon here\nHuge: 18446744073709551615 kB\n: 5\nName:\tbash\n",
+        );
         assert_eq!(m.get("MemTotal"), Some(10240));
         assert_eq!(m.bad_lines, vec![2, 3, 4]);
         assert_eq!(m.text["Name"], "bash");

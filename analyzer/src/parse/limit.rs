@@ -37,7 +37,11 @@ pub fn parse(text: &str) -> Option<Limit> {
         return Some(Limit::Max);
     }
     let v: u64 = t.parse().ok()?;
-    Some(if v >= V1_UNLIMITED_FLOOR { Limit::Max } else { Limit::Bytes(v) })
+    Some(if v >= V1_UNLIMITED_FLOOR {
+        Limit::Max
+    } else {
+        Limit::Bytes(v)
+    })
 }
 
 /// Parses a single unsigned value (`memory.current`, `memory.usage_in_bytes`, ...).
@@ -51,7 +55,9 @@ mod tests {
 
     #[test]
     fn real_v1_unlimited_and_v2_max() {
-        let v1 = include_str!("../../../fixtures/realdata/localhost-v1/sys/fs/cgroup/memory/memory.limit_in_bytes");
+        let v1 = include_str!(
+            "../../../fixtures/realdata/localhost-v1/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        );
         assert_eq!(parse(v1), Some(Limit::Max));
         let amzn = include_str!("../../../fixtures/realdata/elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/amzn2.zip/amzn2/sys/fs/cgroup/memory/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529_44ae_9f99_90d3798d6426.slice/cri-containerd-1d3d308a7d48a27814a68bf33a44acf4441c9c02463ca0bc1cdfdc8c0b4a8496.scope/memory.limit_in_bytes");
         assert_eq!(parse(amzn), Some(Limit::Bytes(2 << 30)));

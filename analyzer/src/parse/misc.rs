@@ -15,7 +15,11 @@ pub struct DentryState {
 }
 
 pub fn dentry_state(text: &str) -> Option<DentryState> {
-    let v: Vec<u64> = text.split_ascii_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    let v: Vec<u64> = text
+        .split_ascii_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
     if v.len() < 4 {
         return None;
     }
@@ -46,7 +50,12 @@ pub fn proc_cgroups(text: &str) -> (Vec<Controller>, Vec<usize>) {
             continue;
         }
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        match (f.first(), f.get(1).and_then(|s| s.parse().ok()), f.get(2).and_then(|s| s.parse().ok()), f.get(3)) {
+        match (
+            f.first(),
+            f.get(1).and_then(|s| s.parse().ok()),
+            f.get(2).and_then(|s| s.parse().ok()),
+            f.get(3),
+        ) {
             (Some(n), Some(h), Some(c), Some(e)) if f.len() == 4 => out.push(Controller {
                 name: n.to_string(),
                 hierarchy: h,
@@ -65,13 +74,21 @@ mod tests {
 
     #[test]
     fn real_files() {
-        let d = dentry_state(include_str!("../../../fixtures/realdata/localhost-v1/proc/sys/fs/dentry-state")).unwrap();
+        let d = dentry_state(include_str!(
+            "../../../fixtures/realdata/localhost-v1/proc/sys/fs/dentry-state"
+        ))
+        .unwrap();
         assert!(d.nr_dentry >= d.nr_unused);
         assert_eq!(d.age_limit, 45);
-        let (c, bad) = proc_cgroups(include_str!("../../../fixtures/realdata/prometheus_node_exporter/collector/fixtures/proc/cgroups"));
+        let (c, bad) = proc_cgroups(include_str!(
+            "../../../fixtures/realdata/prometheus_node_exporter/collector/fixtures/proc/cgroups"
+        ));
         assert!(bad.is_empty());
         let mem = c.iter().find(|c| c.name == "memory").unwrap();
-        assert_eq!((mem.hierarchy, mem.num_cgroups, mem.enabled), (7, 234, true));
+        assert_eq!(
+            (mem.hierarchy, mem.num_cgroups, mem.enabled),
+            (7, 234, true)
+        );
     }
 
     #[test]

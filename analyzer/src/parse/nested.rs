@@ -71,7 +71,9 @@ pub struct Psi {
 pub fn psi(text: &str) -> Option<Psi> {
     let n = parse(text);
     let some = n.rows.get("some")?;
-    let g = |r: Option<&BTreeMap<String, f64>>, k: &str| r.and_then(|r| r.get(k)).copied().unwrap_or(0.0);
+    let g = |r: Option<&BTreeMap<String, f64>>, k: &str| {
+        r.and_then(|r| r.get(k)).copied().unwrap_or(0.0)
+    };
     let full = n.rows.get("full");
     Some(Psi {
         some_avg10: g(Some(some), "avg10"),
@@ -91,7 +93,10 @@ mod tests {
 
     #[test]
     fn real_pressure_and_numa_stat() {
-        let p = psi(include_str!("../../../fixtures/realdata/localhost-v1/proc/pressure/memory")).unwrap();
+        let p = psi(include_str!(
+            "../../../fixtures/realdata/localhost-v1/proc/pressure/memory"
+        ))
+        .unwrap();
         assert!(p.some_avg10 >= 0.0);
         let v1 = parse(include_str!("../../../fixtures/realdata/localhost-v1/scratch-demo/alive/sys/fs/cgroup/memory/research_scratch/memory.numa_stat"));
         assert!(v1.bad_lines.is_empty());

@@ -53,7 +53,11 @@ fn field<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn kb(msg: &str, key: &str) -> Option<u64> {
-    field(msg, key)?.strip_suffix("kB")?.parse::<u64>().ok()?.checked_mul(1024)
+    field(msg, key)?
+        .strip_suffix("kB")?
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1024)
 }
 
 pub fn parse(text: &str) -> Vec<OomEvent> {
@@ -65,19 +69,34 @@ pub fn parse(text: &str) -> Vec<OomEvent> {
             if let Some(e) = cur.take() {
                 events.push(e);
             }
-            cur = Some(OomEvent { time_us: t, invoker: Some(msg[..i].trim().to_string()), ..Default::default() });
+            cur = Some(OomEvent {
+                time_us: t,
+                invoker: Some(msg[..i].trim().to_string()),
+                ..Default::default()
+            });
             continue;
         }
         if let Some(rest) = msg.strip_prefix("memory: usage ") {
             if let Some(e) = cur.as_mut() {
                 let mut parts = rest.split(", ");
-                e.memcg_usage_bytes = parts.next().and_then(|u| u.strip_suffix("kB")?.parse::<u64>().ok()?.checked_mul(1024));
-                e.memcg_limit_bytes = parts.next().and_then(|l| l.strip_prefix("limit ")?.strip_suffix("kB")?.parse::<u64>().ok()?.checked_mul(1024));
+                e.memcg_usage_bytes = parts
+                    .next()
+                    .and_then(|u| u.strip_suffix("kB")?.parse::<u64>().ok()?.checked_mul(1024));
+                e.memcg_limit_bytes = parts.next().and_then(|l| {
+                    l.strip_prefix("limit ")?
+                        .strip_suffix("kB")?
+                        .parse::<u64>()
+                        .ok()?
+                        .checked_mul(1024)
+                });
             }
             continue;
         }
         if let Some(rest) = msg.strip_prefix("oom-kill:") {
-            let e = cur.get_or_insert_with(|| OomEvent { time_us: t, ..Default::default() });
+            let e = cur.get_or_insert_with(|| OomEvent {
+                time_us: t,
+                ..Default::default()
+            });
             e.constraint = field(rest, "constraint=").map(str::to_string);
             e.oom_memcg = field(rest, "oom_memcg=").map(str::to_string);
             e.task_memcg = field(rest, "task_memcg=").map(str::to_string);
@@ -87,8 +106,13 @@ pub fn parse(text: &str) -> Vec<OomEvent> {
         }
         if let Some(i) = msg.find("Killed process ") {
             let rest = &msg[i + "Killed process ".len()..];
-            let mut e = cur.take().unwrap_or_else(|| OomEvent { time_us: t, ..Default::default() });
-            e.victim_pid = e.victim_pid.or_else(|| rest.split_whitespace().next()?.parse().ok());
+            let mut e = cur.take().unwrap_or_else(|| OomEvent {
+                time_us: t,
+                ..Default::default()
+            });
+            e.victim_pid = e
+                .victim_pid
+                .or_else(|| rest.split_whitespace().next()?.parse().ok());
             if let (Some(a), Some(b)) = (rest.find('('), rest.rfind(')')) {
                 if a < b {
                     e.victim_comm = Some(rest[a + 1..b].to_string());

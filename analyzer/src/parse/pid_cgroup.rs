@@ -20,7 +20,9 @@ pub fn parse(text: &str) -> PidCgroup {
         }
         let mut f = line.splitn(3, ':');
         match (f.next(), f.next(), f.next()) {
-            (Some(id), Some(ctrl), Some(path)) if id.parse::<u32>().is_ok() && path.starts_with('/') => {
+            (Some(id), Some(ctrl), Some(path))
+                if id.parse::<u32>().is_ok() && path.starts_with('/') =>
+            {
                 if id == "0" && ctrl.is_empty() {
                     out.unified = Some(path.to_string());
                 } else if ctrl.split(',').any(|c| c == "memory") {
@@ -43,7 +45,10 @@ mod tests {
         assert_eq!(h.memory_v1.as_deref(), Some("/kubepods/burstable/podx/c1"));
         assert_eq!(h.unified.as_deref(), Some("/system.slice/x.service"));
         let v2 = parse("0::/kubepods.slice/a.scope\n");
-        assert_eq!((v2.memory_v1, v2.unified.as_deref()), (None, Some("/kubepods.slice/a.scope")));
+        assert_eq!(
+            (v2.memory_v1, v2.unified.as_deref()),
+            (None, Some("/kubepods.slice/a.scope"))
+        );
         // A path with ':' in it stays whole.
         assert_eq!(parse("0::/a:b\n").unified.as_deref(), Some("/a:b"));
     }

@@ -67,13 +67,17 @@ mod tests {
 
     #[test]
     fn real_slabinfo() {
-        let s = parse(include_str!("../../../fixtures/realdata/localhost-v1/proc/slabinfo"));
+        let s = parse(include_str!(
+            "../../../fixtures/realdata/localhost-v1/proc/slabinfo"
+        ));
         assert_eq!(s.version, "2.1");
         assert!(s.bad_lines.is_empty(), "{:?}", s.bad_lines);
         let d = s.caches.iter().find(|c| c.name == "dentry").unwrap();
         assert_eq!(d.objsize, 192);
         assert!(d.bytes > 0);
-        let old = parse(include_str!("../../../fixtures/realdata/prometheus_procfs/testdata/fixtures/proc/slabinfo"));
+        let old = parse(include_str!(
+            "../../../fixtures/realdata/prometheus_procfs/testdata/fixtures/proc/slabinfo"
+        ));
         assert!(old.caches.len() > 100);
     }
 

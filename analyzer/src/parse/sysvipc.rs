@@ -26,17 +26,26 @@ pub struct Shm {
 pub fn parse(text: &str) -> Shm {
     let mut out = Shm::default();
     let mut lines = text.lines().enumerate();
-    let Some((_, header)) = lines.next() else { return out };
+    let Some((_, header)) = lines.next() else {
+        return out;
+    };
     let cols: Vec<&str> = header.split_ascii_whitespace().collect();
     let idx = |name: &str| cols.iter().position(|c| *c == name);
-    let (key, shmid, size, cpid, lpid, nattch, uid) =
-        match (idx("key"), idx("shmid"), idx("size"), idx("cpid"), idx("lpid"), idx("nattch"), idx("uid")) {
-            (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), Some(g)) => (a, b, c, d, e, f, g),
-            _ => {
-                out.bad_lines.push(1);
-                return out;
-            }
-        };
+    let (key, shmid, size, cpid, lpid, nattch, uid) = match (
+        idx("key"),
+        idx("shmid"),
+        idx("size"),
+        idx("cpid"),
+        idx("lpid"),
+        idx("nattch"),
+        idx("uid"),
+    ) {
+        (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), Some(g)) => (a, b, c, d, e, f, g),
+        _ => {
+            out.bad_lines.push(1);
+            return out;
+        }
+    };
     let (rss, swap) = (idx("rss"), idx("swap"));
     for (i, line) in lines {
         if line.trim().is_empty() {
@@ -71,7 +80,9 @@ mod tests {
 
     #[test]
     fn real_orphaned_segment() {
-        let s = parse(include_str!("../../../fixtures/realdata/localhost-v1/scratch-demo/after-exit/proc/sysvipc/shm"));
+        let s = parse(include_str!(
+            "../../../fixtures/realdata/localhost-v1/scratch-demo/after-exit/proc/sysvipc/shm"
+        ));
         assert!(s.bad_lines.is_empty());
         assert_eq!(s.segments.len(), 1);
         assert_eq!(s.segments[0].nattch, 0);
@@ -82,7 +93,9 @@ mod tests {
     #[test]
     fn malformed_and_empty() {
         let h = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n";
-        let s = parse(&format!("{h}0 1 600 x 1 1 0 0 0 0 0 0 0 0 0 0\n0 2 600 4096 1 1 1 0 0 0 0 0 0 0 4096 0\n"));
+        let s = parse(&format!(
+            "{h}0 1 600 x 1 1 0 0 0 0 0 0 0 0 0 0\n0 2 600 4096 1 1 1 0 0 0 0 0 0 0 4096 0\n"
+        ));
         assert_eq!(s.bad_lines, vec![2]);
         assert_eq!(s.segments.len(), 1);
         assert_eq!(parse(""), Shm::default());

@@ -1,0 +1,76 @@
+//! Analyzer benchmark: reading + parsing + model building of one bundle, against the time the
+//! same flate2 backend takes to decompress that bundle into a sink, in the same run.
+//!
+//! ```text
+//! cargo build --release -p memgap-collector --examples && cargo build --release -p memgap-analyzer --examples
+//! target/release/examples/bench_collect --cgroups 5000 --processes 2000 --runs 1   # makes the node
+//! target/release/memgap-collect --root /dev/shm/memgap-bench/v1-5000-2000 --no-kmsg -o /tmp/synth5k.tar.gz
+//! target/release/examples/bench_analyze /tmp/synth5k.tar.gz 9
+//! ```
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use memgap_analyzer::{model, reader};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: bench_analyze BUNDLE [RUNS]");
+    let runs: usize = args.next().map_or(9, |r| r.parse().expect("RUNS"));
+    let gz = std::fs::read(&path).expect("read bundle");
+    let (mut floor, mut read, mut build, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut content = 0u64;
+    for _ in 0..runs {
+        let t = Instant::now();
+        content = std::io::copy(
+            &mut flate2::read::GzDecoder::new(&gz[..]),
+            &mut std::io::sink(),
+        )
+        .unwrap();
+        floor.push(t.elapsed());
+        let t = Instant::now();
+        let b = reader::read_from(&gz[..], &path, &reader::Limits::default()).expect("bundle");
+        let r = t.elapsed();
+        let m = model::build(&b);
+        let all = t.elapsed();
+        assert!(!m.cgroups.is_empty());
+        read.push(r);
+        build.push(all - r);
+        total.push(all);
+    }
+    let gzip_cmd = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc '{path}' > /dev/null"))
+        .spawn()
+        .and_then(|mut c| {
+            let t = Instant::now();
+            c.wait()?;
+            Ok(t.elapsed())
+        });
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    let (f, r, b, t) = (
+        med(&mut floor),
+        med(&mut read),
+        med(&mut build),
+        med(&mut total),
+    );
+    println!(
+        "bundle: {path} ({} bytes compressed, {content} bytes of tar)",
+        gz.len()
+    );
+    println!("decompress to a sink (floor):     {f:>8.1} ms (median of {runs})");
+    println!("read (gunzip + tar + index):      {r:>8.1} ms");
+    println!("parse + model:                    {b:>8.1} ms");
+    println!("read + parse + model:             {t:>8.1} ms");
+    println!("ratio to the floor:               {:>8.2}", t / f);
+    if let Ok(g) = gzip_cmd {
+        println!(
+            "gzip -dc (reference, one run):    {:>8.1} ms",
+            g.as_secs_f64() * 1000.0
+        );
+    }
+    let _ = std::io::stdin().read(&mut [0u8; 0]);
+}

@@ -1,0 +1,465 @@
+//! Derived values of one cgroup, computed once: cAdvisor's metrics exactly as cAdvisor computes
+//! them, and the usage-to-RSS bridge, a partition of usage into causes.
+//!
+//! The bridge (see `docs/model.md`) uses the kernel's own identities
+//! (`fixtures/realdata/PROVENANCE.md` and memgap's accounting notes):
+//! - v2: `memory.current ~= anon + file + kernel + sock`, with the anon LRU tighter than the
+//!   type-based `anon` (charged pages not mapped by anyone: swap cache, partly unmapped THPs);
+//! - v1 non-root: `usage_in_bytes ~= total_cache + total_rss + kmem.usage_in_bytes`
+//!   (+ `total_swapcached` on 6.12+), TCP buffers being a separate counter;
+//! - v1 root: `usage_in_bytes` is computed from global counters and excludes kernel memory.
+//!
+//! Each part is a slice of usage; whatever is left is an explicit remainder, compared with the
+//! kernel's documented fuzz (per-CPU charge stock of 64 pages per CPU, stat flush lag).
+
+use serde::Serialize;
+
+use crate::parse::Flat;
+
+const PAGE: u64 = 4096;
+/// MEMCG_CHARGE_BATCH: pages each CPU may hold pre-charged, and the stat flush threshold.
+const CHARGE_BATCH_PAGES: u64 = 64;
+
+/// cAdvisor's `container_memory_*` metrics for this cgroup (cAdvisor v0.57 `setMemoryStats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cadvisor {
+    pub usage_bytes: u64,
+    pub working_set_bytes: u64,
+    pub rss: u64,
+    pub cache: u64,
+    pub mapped_file: u64,
+    pub swap: u64,
+    pub failcnt: u64,
+    pub kernel_usage: u64,
+    pub max_usage_bytes: u64,
+}
+
+/// One slice of usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Part {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bridge {
+    pub usage_bytes: u64,
+    /// Which file usage comes from.
+    pub usage_source: &'static str,
+    /// A partition of usage, largest causes first after anon.
+    pub parts: Vec<Part>,
+    /// usage - sum(parts); positive: charged but not attributed; negative: parts exceed usage.
+    pub remainder_bytes: i64,
+    /// The kernel's documented fuzz for this usage: max(64 pages x CPUs, 0.5 %).
+    pub fuzz_bytes: u64,
+    pub within_fuzz: bool,
+    /// Sub-parts that overlap the parts above (e.g. dirty is part of file cache).
+    pub overlaps: Vec<Part>,
+    /// Outside usage but worth showing next to it (v1 TCP buffers, swap).
+    pub beside: Vec<Part>,
+}
+
+impl Bridge {
+    pub fn part(&self, key: &str) -> u64 {
+        self.parts
+            .iter()
+            .chain(&self.overlaps)
+            .chain(&self.beside)
+            .find(|p| p.key == key)
+            .map_or(0, |p| p.bytes)
+    }
+}
+
+/// Inputs for one cgroup.
+pub struct Inputs<'a> {
+    pub version: u8,
+    pub is_root: bool,
+    pub stat: &'a Flat,
+    pub usage: Option<u64>,
+    pub peak: Option<u64>,
+    pub failcnt: Option<u64>,
+    pub kmem: Option<u64>,
+    pub tcp: Option<u64>,
+    pub swap_current: Option<u64>,
+    pub cpus: u64,
+}
+
+/// The stat key of `name` in this version (v1 hierarchical `total_` keys when present).
+fn v1(stat: &Flat, name: &str) -> Option<u64> {
+    stat.get(&format!("total_{name}"))
+        .or_else(|| stat.get(name))
+}
+
+pub fn cadvisor(i: &Inputs) -> Cadvisor {
+    let s = i.stat;
+    let g = |k: &str| s.get(k).unwrap_or(0);
+    if i.version == 2 {
+        // v2 root has no memory.current: cAdvisor (via runc) uses anon + file.
+        let usage = if i.is_root {
+            g("anon") + g("file")
+        } else {
+            i.usage.unwrap_or(0)
+        };
+        Cadvisor {
+            usage_bytes: usage,
+            working_set_bytes: usage.saturating_sub(g("inactive_file")),
+            rss: g("anon"),
+            cache: g("file"),
+            mapped_file: g("file_mapped"),
+            swap: i.swap_current.unwrap_or(0),
+            failcnt: 0,      // not populated on v2
+            kernel_usage: 0, // not populated on v2
+            max_usage_bytes: i.peak.unwrap_or(0),
+        }
+    } else {
+        let usage = i.usage.unwrap_or(0);
+        let h = |k: &str| v1(s, k).unwrap_or(0);
+        Cadvisor {
+            usage_bytes: usage,
+            working_set_bytes: usage.saturating_sub(h("inactive_file")),
+            rss: h("rss"),
+            cache: h("cache"),
+            mapped_file: h("mapped_file"),
+            swap: h("swap"),
+            failcnt: i.failcnt.unwrap_or(0),
+            kernel_usage: i.kmem.unwrap_or(0),
+            max_usage_bytes: i.peak.unwrap_or(0),
+        }
+    }
+}
+
+pub fn bridge(i: &Inputs) -> Option<Bridge> {
+    let s = i.stat;
+    if s.values.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    let mut overlaps: Vec<Part> = Vec::new();
+    let mut beside: Vec<Part> = Vec::new();
+    let push = |v: &mut Vec<Part>, key, label, bytes: u64| {
+        if bytes > 0 {
+            v.push(Part { key, label, bytes });
+        }
+    };
+    let (usage, usage_source) = if i.version == 2 {
+        let g = |k: &str| s.get(k).unwrap_or(0);
+        let anon = g("anon");
+        let shmem = g("shmem");
+        let file = g("file");
+        let lru_anon = g("active_anon") + g("inactive_anon");
+        let (act, inact) = (g("active_file"), g("inactive_file"));
+        parts.push(Part {
+            key: "anon",
+            label: "anonymous (mapped by processes)",
+            bytes: anon,
+        });
+        // Charged anon pages on the LRU that `anon` does not count (it counts mapped pages).
+        push(
+            &mut parts,
+            "anon_unmapped",
+            "anonymous, not mapped (swap cache, partly unmapped THP)",
+            lru_anon.saturating_sub(anon + shmem),
+        );
+        push(&mut parts, "shmem", "shmem / tmpfs", shmem);
+        push(&mut parts, "active_file", "page cache, active", act);
+        push(
+            &mut parts,
+            "inactive_file",
+            "page cache, inactive (reclaimable)",
+            inact,
+        );
+        push(
+            &mut parts,
+            "file_unevictable",
+            "page cache, unevictable (mlocked)",
+            file.saturating_sub(shmem + act + inact),
+        );
+        let components: [(&'static str, &'static str, &str); 7] = [
+            (
+                "slab_reclaimable",
+                "kernel: slab, reclaimable (dentries, inodes)",
+                "slab_reclaimable",
+            ),
+            (
+                "slab_unreclaimable",
+                "kernel: slab, unreclaimable",
+                "slab_unreclaimable",
+            ),
+            ("kernel_stack", "kernel: stacks", "kernel_stack"),
+            ("pagetables", "kernel: page tables", "pagetables"),
+            (
+                "sec_pagetables",
+                "kernel: secondary page tables",
+                "sec_pagetables",
+            ),
+            ("percpu", "kernel: per-CPU", "percpu"),
+            ("vmalloc", "kernel: vmalloc", "vmalloc"),
+        ];
+        let mut kparts = 0;
+        for (key, label, stat) in components {
+            let b = g(stat);
+            kparts += b;
+            push(&mut parts, key, label, b);
+        }
+        push(&mut parts, "zswap", "kernel: zswap pool", g("zswap"));
+        kparts += g("zswap");
+        // `kernel` (5.18+) covers all kmem; older kernels only list the components.
+        if let Some(k) = s.get("kernel") {
+            push(
+                &mut parts,
+                "kernel_other",
+                "kernel: other",
+                k.saturating_sub(kparts),
+            );
+        }
+        push(&mut parts, "sock", "socket buffers", g("sock"));
+        push(
+            &mut overlaps,
+            "file_dirty",
+            "dirty page cache",
+            g("file_dirty"),
+        );
+        push(
+            &mut overlaps,
+            "file_writeback",
+            "page cache under writeback",
+            g("file_writeback"),
+        );
+        push(
+            &mut overlaps,
+            "file_mapped",
+            "page cache mapped by processes",
+            g("file_mapped"),
+        );
+        push(
+            &mut overlaps,
+            "unevictable",
+            "unevictable (mlock, ramfs, SHM_LOCK)",
+            g("unevictable"),
+        );
+        push(&mut overlaps, "anon_thp", "anonymous THP", g("anon_thp"));
+        push(&mut overlaps, "swapcached", "swap cache", g("swapcached"));
+        push(
+            &mut beside,
+            "swap",
+            "swapped out (not resident)",
+            i.swap_current.unwrap_or(0),
+        );
+        if i.is_root {
+            (
+                g("anon") + file + s.get("kernel").unwrap_or(kparts) + g("sock"),
+                "root memory.stat: anon + file + kernel + sock",
+            )
+        } else {
+            (i.usage?, "memory.current")
+        }
+    } else {
+        let h = |k: &str| v1(s, k).unwrap_or(0);
+        let rss = h("rss");
+        let shmem = h("shmem");
+        let cache = h("cache");
+        let swapcached = h("swapcached");
+        let lru_anon = h("active_anon") + h("inactive_anon");
+        let (act, inact) = (h("active_file"), h("inactive_file"));
+        parts.push(Part {
+            key: "anon",
+            label: "anonymous (mapped by processes)",
+            bytes: rss,
+        });
+        push(
+            &mut parts,
+            "anon_unmapped",
+            "anonymous, not mapped (partly unmapped THP)",
+            lru_anon.saturating_sub(rss + shmem + swapcached),
+        );
+        push(&mut parts, "swapcached", "swap cache", swapcached);
+        push(&mut parts, "shmem", "shmem / tmpfs", shmem);
+        push(&mut parts, "active_file", "page cache, active", act);
+        push(
+            &mut parts,
+            "inactive_file",
+            "page cache, inactive (reclaimable)",
+            inact,
+        );
+        push(
+            &mut parts,
+            "file_unevictable",
+            "page cache, unevictable (mlocked)",
+            cache.saturating_sub(shmem + act + inact),
+        );
+        // Root usage is computed from global counters and excludes kernel memory.
+        if i.is_root {
+            push(
+                &mut beside,
+                "kernel",
+                "kernel memory (not in the root's usage)",
+                i.kmem.unwrap_or(0),
+            );
+        } else {
+            push(
+                &mut parts,
+                "kernel",
+                "kernel memory (slab, stacks, page tables, ...)",
+                i.kmem.unwrap_or(0),
+            );
+        }
+        push(&mut overlaps, "file_dirty", "dirty page cache", h("dirty"));
+        push(
+            &mut overlaps,
+            "file_writeback",
+            "page cache under writeback",
+            h("writeback"),
+        );
+        push(
+            &mut overlaps,
+            "file_mapped",
+            "page cache mapped by processes",
+            h("mapped_file"),
+        );
+        push(
+            &mut overlaps,
+            "unevictable",
+            "unevictable (mlock, ramfs, SHM_LOCK)",
+            h("unevictable"),
+        );
+        push(&mut overlaps, "anon_thp", "anonymous THP", h("rss_huge"));
+        push(
+            &mut beside,
+            "sock",
+            "TCP socket buffers (separate counter on v1)",
+            i.tcp.unwrap_or(0),
+        );
+        push(&mut beside, "swap", "swapped out (not resident)", h("swap"));
+        (i.usage?, "memory.usage_in_bytes")
+    };
+    let sum: u64 = parts.iter().map(|p| p.bytes).sum();
+    let remainder = usage as i64 - sum as i64;
+    let fuzz = (CHARGE_BATCH_PAGES * PAGE * i.cpus.max(1)).max(usage / 200);
+    // Largest causes first; anon (always present) stays first as the baseline the gap is
+    // measured from.
+    parts[1..].sort_by_key(|p| std::cmp::Reverse(p.bytes));
+    Some(Bridge {
+        usage_bytes: usage,
+        usage_source,
+        parts,
+        remainder_bytes: remainder,
+        fuzz_bytes: fuzz,
+        within_fuzz: remainder.unsigned_abs() <= fuzz,
+        overlaps,
+        beside,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::flat;
+
+    fn inputs<'a>(version: u8, stat: &'a Flat, usage: u64, kmem: Option<u64>) -> Inputs<'a> {
+        Inputs {
+            version,
+            is_root: false,
+            stat,
+            usage: Some(usage),
+            peak: None,
+            failcnt: None,
+            kmem,
+            tcp: None,
+            swap_current: None,
+            cpus: 2,
+        }
+    }
+
+    const AMZN2: &str = "../fixtures/realdata/elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/amzn2.zip/amzn2/sys/fs/cgroup/memory/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529_44ae_9f99_90d3798d6426.slice/cri-containerd-1d3d308a7d48a27814a68bf33a44acf4441c9c02463ca0bc1cdfdc8c0b4a8496.scope";
+    const DOCKER2: &str = "../fixtures/realdata/elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/docker2.zip/docker2/sys/fs/cgroup/user.slice/user-1000.slice/session-520.scope";
+
+    fn read(dir: &str, f: &str) -> String {
+        std::fs::read_to_string(format!("{}/{dir}/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn real_v1_container_identity_holds_within_fuzz() {
+        let stat = flat::parse(&read(AMZN2, "memory.stat"));
+        let usage = read(AMZN2, "memory.usage_in_bytes").trim().parse().unwrap();
+        let kmem = read(AMZN2, "memory.kmem.usage_in_bytes")
+            .trim()
+            .parse()
+            .unwrap();
+        let b = bridge(&inputs(1, &stat, usage, Some(kmem))).unwrap();
+        assert!(
+            b.within_fuzz,
+            "remainder {} vs fuzz {}",
+            b.remainder_bytes, b.fuzz_bytes
+        );
+        let c = cadvisor(&inputs(1, &stat, usage, Some(kmem)));
+        assert_eq!(
+            c.working_set_bytes,
+            usage - stat.get("total_inactive_file").unwrap()
+        );
+        assert_eq!(c.rss, stat.get("total_rss").unwrap());
+    }
+
+    #[test]
+    fn real_v2_lru_identity_holds_within_fuzz() {
+        let stat = flat::parse(&read(DOCKER2, "memory.stat"));
+        let usage = read(DOCKER2, "memory.current").trim().parse().unwrap();
+        let b = bridge(&inputs(2, &stat, usage, None)).unwrap();
+        assert!(
+            b.within_fuzz,
+            "remainder {} vs fuzz {}",
+            b.remainder_bytes, b.fuzz_bytes
+        );
+        // The type-based anon leaves ~270 MB that the LRU shows as charged, unmapped anon.
+        assert!(b.part("anon_unmapped") > 200 << 20);
+        let c = cadvisor(&inputs(2, &stat, usage, None));
+        assert_eq!(
+            (c.rss, c.cache, c.kernel_usage, c.failcnt),
+            (stat.get("anon").unwrap(), stat.get("file").unwrap(), 0, 0)
+        );
+    }
+
+    #[test]
+    fn real_scratch_cgroup_after_exit_is_all_shmem() {
+        let dir = "../fixtures/realdata/localhost-v1/scratch-demo/after-exit/sys/fs/cgroup/memory/research_scratch";
+        let stat = flat::parse(&read(dir, "memory.stat"));
+        let usage = read(dir, "memory.usage_in_bytes").trim().parse().unwrap();
+        let kmem = read(dir, "memory.kmem.usage_in_bytes")
+            .trim()
+            .parse()
+            .unwrap();
+        let b = bridge(&inputs(1, &stat, usage, Some(kmem))).unwrap();
+        assert!(b.within_fuzz, "remainder {}", b.remainder_bytes);
+        assert_eq!(b.parts[1].key, "shmem");
+        assert_eq!(b.part("shmem"), 48 << 20);
+    }
+
+    #[test]
+    fn root_v1_excludes_kernel_memory() {
+        let dir = "../fixtures/realdata/localhost-v1/sys/fs/cgroup/memory";
+        let stat = flat::parse(&read(dir, "memory.stat"));
+        let usage = read(dir, "memory.usage_in_bytes").trim().parse().unwrap();
+        let kmem = read(dir, "memory.kmem.usage_in_bytes")
+            .trim()
+            .parse()
+            .unwrap();
+        let mut i = inputs(1, &stat, usage, Some(kmem));
+        i.is_root = true;
+        let b = bridge(&i).unwrap();
+        assert!(
+            b.within_fuzz,
+            "root remainder {} vs fuzz {}",
+            b.remainder_bytes, b.fuzz_bytes
+        );
+        assert_eq!(
+            b.beside.iter().find(|p| p.key == "kernel").unwrap().bytes,
+            kmem
+        );
+    }
+
+    #[test]
+    fn empty_stat_gives_no_bridge() {
+        let stat = Flat::default();
+        assert!(bridge(&inputs(2, &stat, 5, None)).is_none());
+    }
+}

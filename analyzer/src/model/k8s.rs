@@ -1,0 +1,161 @@
+//! Kubernetes identity from a cgroup path, for the cgroupfs layout
+//! (`/kubepods/burstable/pod<uid>/<container id>`) and the systemd layout
+//! (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`,
+//! also `docker-<id>.scope` and `crio-<id>.scope`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct K8s {
+    /// `kubepods`, `qos`, `pod` or `container`.
+    pub level: &'static str,
+    /// `guaranteed`, `burstable` or `besteffort` (pods directly under kubepods are guaranteed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+fn qos_of(s: &str) -> Option<&'static str> {
+    match s {
+        "burstable" => Some("burstable"),
+        "besteffort" => Some("besteffort"),
+        "guaranteed" => Some("guaranteed"),
+        _ => None,
+    }
+}
+
+/// The identity of a cgroup path, or `None` outside `kubepods`.
+pub fn identify(path: &str) -> Option<K8s> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let start = comps
+        .iter()
+        .position(|c| *c == "kubepods" || *c == "kubepods.slice")?;
+    let rest = &comps[start + 1..];
+    let mut id = K8s {
+        level: "kubepods",
+        ..Default::default()
+    };
+    let mut i = 0;
+    if let Some(c) = rest.first() {
+        let q = c
+            .strip_prefix("kubepods-")
+            .and_then(|c| c.strip_suffix(".slice"))
+            .unwrap_or(c);
+        if let Some(q) = qos_of(q) {
+            id.qos = Some(q);
+            id.level = "qos";
+            i = 1;
+        }
+    }
+    let Some(pod) = rest.get(i) else {
+        return Some(id);
+    };
+    let uid = if let Some(u) = pod.strip_prefix("pod") {
+        Some(u.to_string())
+    } else {
+        // kubepods-burstable-pod<uid>.slice or kubepods-pod<uid>.slice
+        pod.strip_suffix(".slice")
+            .and_then(|p| p.rsplit_once("pod"))
+            .map(|(_, u)| u.replace('_', "-"))
+    };
+    let uid = uid?;
+    if id.qos.is_none() {
+        id.qos = Some("guaranteed");
+    }
+    id.pod_uid = Some(uid);
+    id.level = "pod";
+    if let Some(c) = rest.get(i + 1) {
+        id.level = "container";
+        let c = c.strip_suffix(".scope").unwrap_or(c);
+        match c.rsplit_once('-') {
+            Some((rt, cid)) if cid.len() >= 12 => {
+                id.runtime = Some(rt.to_string());
+                id.container_id = Some(cid.to_string());
+            }
+            _ => id.container_id = Some(c.to_string()),
+        }
+    }
+    Some(id)
+}
+
+/// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
+/// (namespace, pod, container names).
+pub fn pod_names(text: &str) -> BTreeMap<String, (String, String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        let (pod_dir, container) = match line.split_once('/') {
+            Some((p, c)) => (p, Some(c)),
+            None => (line, None),
+        };
+        let mut f = pod_dir.splitn(3, '_');
+        let (Some(ns), Some(pod), Some(uid)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let e = out
+            .entry(uid.to_string())
+            .or_insert_with(|| (ns.to_string(), pod.to_string(), Vec::new()));
+        if let Some(c) = container.filter(|c| !c.is_empty()) {
+            e.2.push(c.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroupfs_and_systemd_layouts() {
+        let c = identify("/kubepods/burstable/pod0b6f2f2e-1111/4f3a9c2d1e0b4f3a9c2d1e0b").unwrap();
+        assert_eq!(
+            (c.level, c.qos, c.pod_uid.as_deref()),
+            ("container", Some("burstable"), Some("0b6f2f2e-1111"))
+        );
+        assert_eq!(c.container_id.as_deref(), Some("4f3a9c2d1e0b4f3a9c2d1e0b"));
+        let g = identify("/kubepods/pod1234").unwrap();
+        assert_eq!((g.level, g.qos), ("pod", Some("guaranteed")));
+        let s = identify("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529_44ae_9f99_90d3798d6426.slice/cri-containerd-1d3d308a7d48a27814a68bf33a44acf4441c9c02463ca0bc1cdfdc8c0b4a8496.scope").unwrap();
+        assert_eq!(
+            s.pod_uid.as_deref(),
+            Some("7a96c459-d529-44ae-9f99-90d3798d6426")
+        );
+        assert_eq!(s.runtime.as_deref(), Some("cri-containerd"));
+        assert_eq!(s.container_id.as_deref().map(str::len), Some(64));
+        let d = identify("/kubepods.slice/kubepods-pod11_22.slice/docker-abcdefabcdef12.scope")
+            .unwrap();
+        assert_eq!(
+            (d.qos, d.runtime.as_deref()),
+            (Some("guaranteed"), Some("docker"))
+        );
+        assert_eq!(
+            identify("/kubepods.slice/kubepods-besteffort.slice")
+                .unwrap()
+                .level,
+            "qos"
+        );
+        assert!(identify("/system.slice/kubelet.service").is_none());
+    }
+
+    #[test]
+    fn pod_names_from_log_dirs() {
+        let m = pod_names("kube-system_coredns-5d78_0b6f-11/coredns\nkube-system_coredns-5d78_0b6f-11\ndefault_web_aa-bb/nginx\ngarbage\n");
+        assert_eq!(m["0b6f-11"].0, "kube-system");
+        assert_eq!(m["0b6f-11"].2, vec!["coredns"]);
+        assert_eq!(m["aa-bb"].1, "web");
+        assert_eq!(m.len(), 2);
+    }
+}

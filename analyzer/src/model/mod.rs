@@ -1,0 +1,975 @@
+//! The model of a node built from one bundle snapshot: node memory, the cgroup tree with its
+//! raw metrics and derived values, and the processes. Raw values are kept for rules; derived
+//! values (effective limit, cAdvisor metrics, the bridge, process sums) are computed once here.
+
+pub mod bridge;
+pub mod k8s;
+
+use std::collections::{BTreeMap, HashMap};
+
+use memgap_collector::bundle::{self, CgroupMode, Manifest, Missed, TmpfsUsage};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::parse::{
+    self, flat, kv_kb, limit, misc, nested, oom, pid_cgroup, slabinfo, sysvipc, Flat, Limit,
+};
+use crate::reader::{Bundle, Diagnostic, Files, Level};
+pub use bridge::{Bridge, Cadvisor, Part};
+pub use k8s::K8s;
+
+/// Version of the JSON output's schema (`docs/json-schema.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    pub schema_version: u32,
+    pub bundle: BundleInfo,
+    pub node: Node,
+    pub cgroups: Vec<Cgroup>,
+    pub processes: Vec<Process>,
+    pub oom_events: Vec<oom::OomEvent>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleInfo {
+    pub source: String,
+    pub hostname: String,
+    pub kernel_release: String,
+    pub collected_at: String,
+    pub collector_version: String,
+    pub cgroup_mode: CgroupMode,
+    pub redacted: bool,
+    pub samples: usize,
+    /// Index of the snapshot this model describes.
+    pub sample: usize,
+    pub missed: Vec<Missed>,
+    pub missed_not_listed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Node {
+    /// `/proc/meminfo`, bytes (counts for `HugePages_*`).
+    pub meminfo: BTreeMap<String, u64>,
+    /// Where the node's memory is, from meminfo; parts sum to MemTotal.
+    pub breakdown: Vec<Part>,
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: Option<u64>,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub slab_top: Vec<slabinfo::SlabCache>,
+    pub slab_total_bytes: u64,
+    pub dentry: Option<misc::DentryState>,
+    /// `nr_negative` where the kernel reports it (5.0+), and the bytes it pins.
+    pub negative_dentries: Option<u64>,
+    pub negative_dentry_bytes: Option<u64>,
+    pub shm_segments: Vec<sysvipc::ShmSegment>,
+    /// Bytes of SysV segments no process is attached to.
+    pub shm_orphaned_bytes: u64,
+    pub tmpfs: Vec<TmpfsUsage>,
+    pub tmpfs_used_bytes: u64,
+    /// The selected value of `transparent_hugepage/enabled` (`always`, `madvise`, `never`).
+    pub thp_enabled: Option<String>,
+    pub psi: Option<nested::Psi>,
+    /// Memory cgroups the kernel holds (`/proc/cgroups`), live cgroups in the bundle, and the
+    /// dying ones (removed but still pinned by charged pages).
+    pub memory_cgroups_kernel: Option<u64>,
+    pub memory_cgroups_live: u64,
+    pub dying_cgroups: Option<u64>,
+    pub cpus: u64,
+    pub vm: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cgroup {
+    /// Path in its hierarchy (`/` for the root).
+    pub path: String,
+    /// Host path of the hierarchy's mount point.
+    pub hierarchy: String,
+    pub version: u8,
+    pub depth: usize,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8s>,
+    pub usage_bytes: Option<u64>,
+    pub limit: Option<Limit>,
+    /// The smallest limit on the path to the root, and the cgroup that sets it.
+    pub effective_limit: Option<Limit>,
+    pub limited_by: Option<String>,
+    /// v2 `memory.high`.
+    pub high: Option<Limit>,
+    pub peak_bytes: Option<u64>,
+    pub failcnt: Option<u64>,
+    /// v1 `memory.kmem.usage_in_bytes` and `memory.kmem.tcp.usage_in_bytes`.
+    pub kmem_bytes: Option<u64>,
+    pub tcp_bytes: Option<u64>,
+    /// v1 `memory.memsw.usage_in_bytes`, v2 `memory.swap.current`.
+    pub memsw_bytes: Option<u64>,
+    pub swap_bytes: Option<u64>,
+    /// Raw flat files: `memory.stat`, `memory.events`, `memory.oom_control`, `cgroup.stat`, ...
+    pub stat: Flat,
+    pub events: Flat,
+    pub events_local: Flat,
+    pub oom_control: Flat,
+    pub cgroup_stat: Flat,
+    pub pressure: Option<nested::Psi>,
+    /// PIDs in this cgroup itself.
+    pub pids: Vec<u32>,
+    /// Sums over the processes of this cgroup and its descendants.
+    pub procs: ProcSum,
+    pub cadvisor: Cadvisor,
+    pub bridge: Option<Bridge>,
+    /// usage - processes' summed RSS (what `top` shows), and usage - anon.
+    pub gap_vs_rss_bytes: Option<i64>,
+    pub gap_vs_anon_bytes: Option<i64>,
+    /// Usage or working set over the effective limit, when limited.
+    pub usage_ratio: Option<f64>,
+    pub working_set_ratio: Option<f64>,
+    /// usage - sum of the children's usage (charges held by this level itself).
+    pub own_usage_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProcSum {
+    pub count: u64,
+    pub rss: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+    pub pss: u64,
+    pub pss_anon: u64,
+    pub pss_file: u64,
+    pub pss_shmem: u64,
+    pub swap: u64,
+    pub locked: u64,
+    pub lazyfree: u64,
+    pub anon_huge: u64,
+    pub threads: u64,
+    pub pagetables: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub name: String,
+    /// Arguments joined by spaces (they were NUL-separated).
+    pub cmdline: String,
+    /// Memory cgroup path from `/proc/PID/cgroup` or `cgroup.procs`.
+    pub cgroup: Option<String>,
+    pub cgroup_index: Option<usize>,
+    pub state: Option<String>,
+    pub threads: Option<u64>,
+    pub rss: Option<u64>,
+    pub rss_anon: Option<u64>,
+    pub rss_file: Option<u64>,
+    pub rss_shmem: Option<u64>,
+    pub swap: Option<u64>,
+    pub locked: Option<u64>,
+    pub hwm: Option<u64>,
+    pub pagetables: Option<u64>,
+    pub pss: Option<u64>,
+    pub pss_anon: Option<u64>,
+    pub pss_file: Option<u64>,
+    pub pss_shmem: Option<u64>,
+    pub lazyfree: Option<u64>,
+    pub anon_huge: Option<u64>,
+    pub oom_score: Option<i64>,
+    pub oom_score_adj: Option<i64>,
+}
+
+/// Builds the model of the latest snapshot.
+pub fn build(b: &Bundle) -> Model {
+    build_sample(b, b.samples.len() - 1)
+}
+
+pub fn build_sample(b: &Bundle, sample: usize) -> Model {
+    let files = &b.samples[sample];
+    let mut diags: Vec<Diagnostic> = b.diagnostics.clone();
+    let mut diag = |level, file: &str, msg: String| {
+        diags.push(Diagnostic {
+            level,
+            bundle: b.source.clone(),
+            file: Some(file.to_string()),
+            message: msg,
+        });
+    };
+    let text = |p: &str| files.get(p).map(parse::text);
+    let m = b.manifest.as_ref();
+
+    let mut processes = read_processes(files, &mut diag);
+    let cpus = processes
+        .iter()
+        .filter_map(|p| p.1.as_deref())
+        .filter_map(cpus_of)
+        .max()
+        .unwrap_or(1);
+    let release = m
+        .map(|m| m.kernel_release.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            files
+                .get("proc/sys/kernel/osrelease")
+                .map(|t| parse::text(t).trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut node = read_node(files, cpus, &release, &mut diag);
+    let mode = m
+        .map(|m| m.cgroup_mode)
+        .unwrap_or_else(|| guess_mode(files));
+    let mut cgroups = read_cgroups(files, m, mode, cpus, &mut diag);
+    attach_processes(&mut cgroups, &mut processes, &b.source, &mut diags);
+    let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
+    derive(&mut cgroups);
+    node.memory_cgroups_live = cgroups
+        .iter()
+        .filter(|c| c.hierarchy_is_memory(mode))
+        .count() as u64;
+    node.dying_cgroups = dying(&node, &cgroups, mode);
+    let pods = files
+        .get(bundle::PODS_FILE)
+        .map(|t| k8s::pod_names(&parse::text(t)));
+    if let Some(pods) = pods {
+        for c in &mut cgroups {
+            if let Some(id) = c.k8s.as_mut() {
+                if let Some((ns, pod, containers)) = id.pod_uid.as_ref().and_then(|u| pods.get(u)) {
+                    id.namespace = Some(ns.clone());
+                    id.pod = Some(pod.clone());
+                    if id.level == "container" && containers.len() == 1 {
+                        id.container = Some(containers[0].clone());
+                    }
+                }
+            }
+        }
+    }
+    let oom_events = b
+        .shared_file(bundle::OOM_FILE)
+        .map(|t| oom::parse(&parse::text(t)))
+        .unwrap_or_default();
+    let _ = text;
+    Model {
+        schema_version: SCHEMA_VERSION,
+        bundle: BundleInfo {
+            source: b.source.clone(),
+            hostname: m
+                .map(|m| m.hostname.clone())
+                .or_else(|| {
+                    files
+                        .get("proc/sys/kernel/hostname")
+                        .map(|t| parse::text(t).trim().to_string())
+                })
+                .unwrap_or_default(),
+            kernel_release: release,
+            collected_at: m.map(|m| m.started_at.clone()).unwrap_or_default(),
+            collector_version: m.map(|m| m.collector_version.clone()).unwrap_or_default(),
+            cgroup_mode: mode,
+            redacted: m.is_some_and(|m| m.redacted),
+            samples: b.samples.len(),
+            sample,
+            missed: m.map(|m| m.missed.clone()).unwrap_or_default(),
+            missed_not_listed: m.map_or(0, |m| m.missed_not_listed),
+        },
+        node,
+        cgroups,
+        processes,
+        oom_events,
+        diagnostics: diags,
+    }
+}
+
+impl Cgroup {
+    fn hierarchy_is_memory(&self, mode: CgroupMode) -> bool {
+        match mode {
+            CgroupMode::V2 => self.version == 2,
+            _ => self.version == 1,
+        }
+    }
+
+    /// A short name for people: the Kubernetes identity where known, else the path.
+    pub fn display_name(&self) -> String {
+        match &self.k8s {
+            Some(k) if k.pod.is_some() => {
+                let pod = format!(
+                    "{}/{}",
+                    k.namespace.as_deref().unwrap_or("?"),
+                    k.pod.as_deref().unwrap_or("?")
+                );
+                match (k.level, &k.container, &k.container_id) {
+                    ("container", Some(c), _) => format!("{pod} [{c}]"),
+                    ("container", None, Some(id)) => format!("{pod} [{}]", &id[..id.len().min(12)]),
+                    _ => pod,
+                }
+            }
+            _ => self.path.clone(),
+        }
+    }
+}
+
+fn guess_mode(files: &Files) -> CgroupMode {
+    let v1 = !files.dirs_under("sys/fs/cgroup/memory").is_empty();
+    let v2 = files.get("sys/fs/cgroup/cgroup.controllers").is_some();
+    match (v1, v2) {
+        (true, _) => CgroupMode::V1,
+        (false, true) => CgroupMode::V2,
+        _ => CgroupMode::None,
+    }
+}
+
+/// Highest CPU number in a `Cpus_allowed_list` (`0-3,8`), plus one.
+fn cpus_of(list: &str) -> Option<u64> {
+    list.split(',')
+        .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
+        .max()
+        .map(|m| m + 1)
+}
+
+fn read_node(
+    files: &Files,
+    cpus: u64,
+    release: &str,
+    diag: &mut impl FnMut(Level, &str, String),
+) -> Node {
+    let mut n = Node {
+        cpus,
+        ..Default::default()
+    };
+    if let Some(t) = files.get("proc/meminfo") {
+        let m = kv_kb::parse(&parse::text(t));
+        bad_lines(diag, "proc/meminfo", &m.bad_lines);
+        n.meminfo = m.values;
+    }
+    let g = |k: &str| n.meminfo.get(k).copied().unwrap_or(0);
+    n.mem_total_bytes = g("MemTotal");
+    n.mem_available_bytes = n.meminfo.get("MemAvailable").copied();
+    n.swap_total_bytes = g("SwapTotal");
+    n.swap_used_bytes = g("SwapTotal").saturating_sub(g("SwapFree"));
+    let shmem = g("Shmem");
+    let cache = (g("Cached") + g("Buffers")).saturating_sub(shmem);
+    let mut parts = vec![
+        Part {
+            key: "anon",
+            label: "anonymous (processes)",
+            bytes: g("AnonPages"),
+        },
+        Part {
+            key: "page_cache",
+            label: "page cache",
+            bytes: cache,
+        },
+        Part {
+            key: "shmem",
+            label: "shmem / tmpfs",
+            bytes: shmem,
+        },
+        Part {
+            key: "slab_reclaimable",
+            label: "slab, reclaimable",
+            bytes: g("SReclaimable"),
+        },
+        Part {
+            key: "slab_unreclaimable",
+            label: "slab, unreclaimable",
+            bytes: g("SUnreclaim"),
+        },
+        Part {
+            key: "kernel_stack",
+            label: "kernel stacks",
+            bytes: g("KernelStack"),
+        },
+        Part {
+            key: "page_tables",
+            label: "page tables",
+            bytes: g("PageTables") + g("SecPageTables"),
+        },
+        Part {
+            key: "percpu",
+            label: "per-CPU",
+            bytes: g("Percpu"),
+        },
+        Part {
+            key: "swap_cached",
+            label: "swap cache",
+            bytes: g("SwapCached"),
+        },
+        Part {
+            key: "hugetlb",
+            label: "huge pages (hugetlbfs)",
+            bytes: g("Hugetlb").max(g("HugePages_Total") * g("Hugepagesize")),
+        },
+        Part {
+            key: "free",
+            label: "free",
+            bytes: g("MemFree"),
+        },
+    ];
+    let listed: u64 = parts.iter().map(|p| p.bytes).sum();
+    parts.push(Part {
+        key: "other",
+        label: "other kernel (drivers, vmalloc, not itemized)",
+        bytes: n.mem_total_bytes.saturating_sub(listed),
+    });
+    parts.retain(|p| p.bytes > 0);
+    n.breakdown = parts;
+
+    if let Some(t) = files.get("proc/slabinfo") {
+        let s = slabinfo::parse(&parse::text(t));
+        bad_lines(diag, "proc/slabinfo", &s.bad_lines);
+        n.slab_total_bytes = s.caches.iter().map(|c| c.bytes).sum();
+        let mut caches = s.caches;
+        caches.sort_by_key(|c| std::cmp::Reverse(c.bytes));
+        let dentry_size = caches
+            .iter()
+            .find(|c| c.name == "dentry")
+            .map(|c| c.objsize);
+        caches.truncate(15);
+        n.slab_top = caches;
+        if let Some(t) = files.get("proc/sys/fs/dentry-state") {
+            n.dentry = misc::dentry_state(&parse::text(t));
+            if n.dentry.is_none() {
+                diag(
+                    Level::Warning,
+                    "proc/sys/fs/dentry-state",
+                    "unreadable".into(),
+                );
+            }
+        }
+        // Before 5.0 the 5th field is always 0: no data, not "no negatives".
+        if kernel_at_least(release, 5, 0) {
+            n.negative_dentries = n.dentry.map(|d| d.nr_negative);
+            n.negative_dentry_bytes = n.negative_dentries.zip(dentry_size).map(|(c, s)| c * s);
+        }
+    } else if let Some(t) = files.get("proc/sys/fs/dentry-state") {
+        n.dentry = misc::dentry_state(&parse::text(t));
+    }
+    if let Some(t) = files.get("proc/sysvipc/shm") {
+        let s = sysvipc::parse(&parse::text(t));
+        bad_lines(diag, "proc/sysvipc/shm", &s.bad_lines);
+        n.shm_orphaned_bytes = s
+            .segments
+            .iter()
+            .filter(|s| s.nattch == 0)
+            .map(|s| s.rss.unwrap_or(s.size))
+            .sum();
+        n.shm_segments = s.segments;
+    }
+    if let Some(t) = files.get(bundle::TMPFS_FILE) {
+        match serde_json::from_slice::<Vec<TmpfsUsage>>(t) {
+            Ok(v) => {
+                // /sys/fs/cgroup and similar API mounts hold nothing; /dev/shm and emptyDirs do.
+                n.tmpfs_used_bytes = v.iter().filter_map(|u| u.used_bytes).sum();
+                n.tmpfs = v;
+            }
+            Err(e) => diag(
+                Level::Warning,
+                bundle::TMPFS_FILE,
+                format!("unreadable: {e}"),
+            ),
+        }
+    }
+    n.thp_enabled = files
+        .get("sys/kernel/mm/transparent_hugepage/enabled")
+        .and_then(|t| {
+            let t = parse::text(t);
+            let s = t.find('[')?;
+            let e = t[s..].find(']')?;
+            Some(t[s + 1..s + e].to_string())
+        });
+    n.psi = files
+        .get("proc/pressure/memory")
+        .and_then(|t| nested::psi(&parse::text(t)));
+    if let Some(t) = files.get("proc/cgroups") {
+        let (c, bad) = misc::proc_cgroups(&parse::text(t));
+        bad_lines(diag, "proc/cgroups", &bad);
+        n.memory_cgroups_kernel = c.iter().find(|c| c.name == "memory").map(|c| c.num_cgroups);
+    }
+    for (name, content) in files.dir("proc/sys/vm") {
+        n.vm.insert(name.to_string(), parse::text(content).trim().to_string());
+    }
+    n
+}
+
+fn bad_lines(diag: &mut impl FnMut(Level, &str, String), file: &str, bad: &[usize]) {
+    if !bad.is_empty() {
+        diag(
+            Level::Warning,
+            file,
+            format!(
+                "{} unreadable line(s), first at line {}; the rest is used",
+                bad.len(),
+                bad[0]
+            ),
+        );
+    }
+}
+
+/// Whether a release string such as `6.1.0-18-amd64` is at least `major.minor`.
+pub fn kernel_at_least(release: &str, major: u64, minor: u64) -> bool {
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    match (
+        it.next().and_then(|s| s.parse::<u64>().ok()),
+        it.next().and_then(|s| s.parse::<u64>().ok()),
+    ) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// Problems found while building, as (level, file, message), merged into diagnostics later.
+type Notes = Vec<(Level, String, String)>;
+
+fn read_cgroups(
+    files: &Files,
+    m: Option<&Manifest>,
+    mode: CgroupMode,
+    cpus: u64,
+    diag: &mut impl FnMut(Level, &str, String),
+) -> Vec<Cgroup> {
+    // Hierarchies from the manifest, else the usual mount points.
+    let mounts: Vec<(String, u8)> = match m {
+        Some(m) if !m.cgroup_mounts.is_empty() => m
+            .cgroup_mounts
+            .iter()
+            .map(|c| (c.path.trim_matches('/').to_string(), c.version))
+            .collect(),
+        _ => match mode {
+            CgroupMode::V2 => vec![("sys/fs/cgroup".into(), 2)],
+            _ => vec![
+                ("sys/fs/cgroup/memory".into(), 1),
+                ("sys/fs/cgroup/unified".into(), 2),
+            ],
+        },
+    };
+    // First the tree's shape, sequentially (dirs_under is sorted: parents before children)...
+    let mut skeleton: Vec<(&str, String, String, u8, Option<usize>)> = Vec::new();
+    for (mount, version) in &mounts {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for dir in files.dirs_under(mount) {
+            let rel = &dir[mount.len()..];
+            let path = if rel.is_empty() {
+                "/".to_string()
+            } else {
+                rel.to_string()
+            };
+            let parent_path = match path.rsplit_once('/') {
+                Some(("", _)) if path != "/" => Some("/".to_string()),
+                Some((p, _)) if !p.is_empty() => Some(p.to_string()),
+                _ => None,
+            };
+            let parent = parent_path.and_then(|p| index.get(&p).copied());
+            if path != "/" && parent.is_none() {
+                diag(
+                    Level::Warning,
+                    dir,
+                    "cgroup without its parent in the bundle; treated as a root".into(),
+                );
+            }
+            index.insert(path.clone(), skeleton.len());
+            skeleton.push((dir, path, mount.clone(), *version, parent));
+        }
+    }
+    // ...then every cgroup's files, in parallel.
+    let built: Vec<(Cgroup, Notes)> = skeleton
+        .par_iter()
+        .map(|(dir, path, mount, version, parent)| {
+            let mut notes = Notes::new();
+            let c = read_cgroup(files, dir, path, mount, *version, *parent, cpus, &mut notes);
+            (c, notes)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(built.len());
+    for (c, notes) in built {
+        for (l, f, msg) in notes {
+            diag(l, &f, msg);
+        }
+        out.push(c);
+    }
+    for i in 0..out.len() {
+        if let Some(p) = out[i].parent {
+            out[p].children.push(i);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_cgroup(
+    files: &Files,
+    dir: &str,
+    path: &str,
+    mount: &str,
+    version: u8,
+    parent: Option<usize>,
+    cpus: u64,
+    notes: &mut Notes,
+) -> Cgroup {
+    let view = files.view(dir);
+    let get = |name: &str| view.get(name);
+    let mut flat_file = |name: &str| -> Flat {
+        match get(name) {
+            Some(t) => {
+                let f = flat::parse(&parse::text(t));
+                if !f.bad_lines.is_empty() {
+                    notes.push((
+                        Level::Warning,
+                        format!("{dir}/{name}"),
+                        format!(
+                            "{} unreadable line(s), first at line {}",
+                            f.bad_lines.len(),
+                            f.bad_lines[0]
+                        ),
+                    ));
+                }
+                f
+            }
+            None => Flat::default(),
+        }
+    };
+    let stat = flat_file("memory.stat");
+    let events = flat_file("memory.events");
+    let events_local = flat_file("memory.events.local");
+    let oom_control = flat_file("memory.oom_control");
+    let cgroup_stat = flat_file("cgroup.stat");
+    let value = |name: &str| get(name).and_then(|t| limit::value(&parse::text(t)));
+    let lim = |name: &str| get(name).and_then(|t| limit::parse(&parse::text(t)));
+    let pids = get("cgroup.procs")
+        .map(|t| {
+            parse::text(t)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (usage, limit, peak, failcnt, kmem, tcp, memsw, swap, high) = if version == 2 {
+        (
+            value("memory.current"),
+            lim("memory.max"),
+            value("memory.peak"),
+            None,
+            None,
+            None,
+            None,
+            value("memory.swap.current"),
+            lim("memory.high"),
+        )
+    } else {
+        let swap = v1_stat(&stat, "swap");
+        (
+            value("memory.usage_in_bytes"),
+            lim("memory.limit_in_bytes"),
+            value("memory.max_usage_in_bytes"),
+            value("memory.failcnt"),
+            value("memory.kmem.usage_in_bytes"),
+            value("memory.kmem.tcp.usage_in_bytes"),
+            value("memory.memsw.usage_in_bytes"),
+            swap,
+            None,
+        )
+    };
+    // The hierarchy root, not merely a cgroup whose parent the bundle lacks.
+    let is_root = path == "/";
+    let inputs = bridge::Inputs {
+        version,
+        is_root,
+        stat: &stat,
+        usage,
+        peak,
+        failcnt,
+        kmem,
+        tcp,
+        swap_current: swap,
+        cpus,
+    };
+    let cadvisor = bridge::cadvisor(&inputs);
+    let bridge = bridge::bridge(&inputs);
+    Cgroup {
+        path: path.to_string(),
+        hierarchy: format!("/{mount}"),
+        version,
+        depth: if path == "/" {
+            0
+        } else {
+            path.matches('/').count()
+        },
+        parent,
+        children: Vec::new(),
+        k8s: k8s::identify(path),
+        usage_bytes: usage.or_else(|| bridge.as_ref().map(|b| b.usage_bytes)),
+        limit,
+        effective_limit: None,
+        limited_by: None,
+        high,
+        peak_bytes: peak,
+        failcnt,
+        kmem_bytes: kmem,
+        tcp_bytes: tcp,
+        memsw_bytes: memsw,
+        swap_bytes: swap,
+        pressure: get("memory.pressure").and_then(|t| nested::psi(&parse::text(t))),
+        stat,
+        events,
+        events_local,
+        oom_control,
+        cgroup_stat,
+        pids,
+        procs: ProcSum::default(),
+        cadvisor,
+        bridge,
+        gap_vs_rss_bytes: None,
+        gap_vs_anon_bytes: None,
+        usage_ratio: None,
+        working_set_ratio: None,
+        own_usage_bytes: None,
+    }
+}
+
+fn v1_stat(stat: &Flat, name: &str) -> Option<u64> {
+    stat.get(&format!("total_{name}"))
+        .or_else(|| stat.get(name))
+}
+
+type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
+
+fn read_processes(files: &Files, diag: &mut impl FnMut(Level, &str, String)) -> Vec<RawProcess> {
+    let dirs = files.dirs_under("proc");
+    let read: Vec<(Option<RawProcess>, Notes)> = dirs
+        .par_iter()
+        .map(|dir| {
+            let mut notes = Notes::new();
+            let p = read_process(files, dir, &mut notes);
+            (p, notes)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(read.len());
+    for (p, notes) in read {
+        for (l, f, m) in notes {
+            diag(l, &f, m);
+        }
+        out.extend(p);
+    }
+    out
+}
+
+fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProcess> {
+    {
+        let pid = dir
+            .strip_prefix("proc/")
+            .and_then(|p| p.parse::<u32>().ok())?;
+        let view = files.view(dir);
+        let get = |n: &str| view.get(n);
+        let status = get("status")?;
+        let st = kv_kb::parse(&parse::text(status));
+        if !st.bad_lines.is_empty() {
+            notes.push((
+                Level::Warning,
+                format!("{dir}/status"),
+                format!("{} unreadable line(s)", st.bad_lines.len()),
+            ));
+        }
+        let sm = get("smaps_rollup")
+            .map(|t| kv_kb::parse(&parse::text(t)))
+            .unwrap_or_default();
+        let cg = get("cgroup")
+            .map(|t| pid_cgroup::parse(&parse::text(t)))
+            .unwrap_or_default();
+        let int = |n: &str| get(n).and_then(|t| parse::text(t).trim().parse::<i64>().ok());
+        let cmdline = get("cmdline").map(|c| {
+            let s = String::from_utf8_lossy(c);
+            s.trim_end_matches('\0').replace('\0', " ")
+        });
+        let name = get("comm")
+            .map(|c| parse::text(c).trim().to_string())
+            .or_else(|| st.text.get("Name").cloned())
+            .unwrap_or_default();
+        let p = Process {
+            pid,
+            name,
+            cmdline: cmdline.unwrap_or_default(),
+            cgroup: None,
+            cgroup_index: None,
+            state: st.text.get("State").cloned(),
+            threads: st.get("Threads"),
+            rss: st.get("VmRSS"),
+            rss_anon: st.get("RssAnon"),
+            rss_file: st.get("RssFile"),
+            rss_shmem: st.get("RssShmem"),
+            swap: st.get("VmSwap"),
+            locked: st.get("VmLck"),
+            hwm: st.get("VmHWM"),
+            pagetables: st.get("VmPTE"),
+            pss: sm.get("Pss"),
+            pss_anon: sm.get("Pss_Anon"),
+            pss_file: sm.get("Pss_File"),
+            pss_shmem: sm.get("Pss_Shmem"),
+            lazyfree: sm.get("LazyFree"),
+            anon_huge: sm.get("AnonHugePages"),
+            oom_score: int("oom_score"),
+            oom_score_adj: int("oom_score_adj"),
+        };
+        Some((p, st.text.get("Cpus_allowed_list").cloned(), cg))
+    }
+}
+
+/// Puts each process in its memory cgroup (`cgroup.procs` first, `/proc/PID/cgroup` else) and
+/// sums them up the tree.
+fn attach_processes(
+    cgroups: &mut [Cgroup],
+    procs: &mut [RawProcess],
+    source: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let memory_version = if cgroups.iter().any(|c| c.version == 1) {
+        1
+    } else {
+        2
+    };
+    let by_path: HashMap<&str, usize> = cgroups
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.version == memory_version)
+        .map(|(i, c)| (c.path.as_str(), i))
+        .collect();
+    let mut by_pid: HashMap<u32, usize> = HashMap::new();
+    for (i, c) in cgroups
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.version == memory_version)
+    {
+        for &pid in &c.pids {
+            by_pid.insert(pid, i);
+        }
+    }
+    let mut missing = 0usize;
+    let mut example = String::new();
+    for (p, _, cg) in procs.iter_mut() {
+        let claimed = if memory_version == 1 {
+            cg.memory_v1.clone()
+        } else {
+            cg.unified.clone()
+        };
+        let idx = by_pid
+            .get(&p.pid)
+            .copied()
+            .or_else(|| claimed.as_deref().and_then(|c| by_path.get(c).copied()));
+        match idx {
+            Some(i) => {
+                p.cgroup = Some(cgroups[i].path.clone());
+                p.cgroup_index = Some(i);
+            }
+            None => {
+                if let Some(c) = claimed {
+                    missing += 1;
+                    if example.is_empty() {
+                        example = format!("PID {} claims {c}", p.pid);
+                    }
+                    p.cgroup = Some(c);
+                }
+            }
+        }
+    }
+    if missing > 0 {
+        diags.push(Diagnostic {
+            level: Level::Warning,
+            bundle: source.to_string(),
+            file: None,
+            message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
+        });
+    }
+    for (p, _, _) in procs.iter() {
+        let mut at = p.cgroup_index;
+        while let Some(i) = at {
+            let s = &mut cgroups[i].procs;
+            s.count += 1;
+            let add = |x: &mut u64, v: Option<u64>| *x += v.unwrap_or(0);
+            add(&mut s.rss, p.rss);
+            add(&mut s.rss_anon, p.rss_anon);
+            add(&mut s.rss_file, p.rss_file);
+            add(&mut s.rss_shmem, p.rss_shmem);
+            add(&mut s.pss, p.pss);
+            add(&mut s.pss_anon, p.pss_anon);
+            add(&mut s.pss_file, p.pss_file);
+            add(&mut s.pss_shmem, p.pss_shmem);
+            add(&mut s.swap, p.swap);
+            add(&mut s.locked, p.locked);
+            add(&mut s.lazyfree, p.lazyfree);
+            add(&mut s.anon_huge, p.anon_huge);
+            add(&mut s.threads, p.threads);
+            add(&mut s.pagetables, p.pagetables);
+            at = cgroups[i].parent;
+        }
+    }
+}
+
+/// Effective limits (top-down), gaps and ratios.
+fn derive(cgroups: &mut [Cgroup]) {
+    for i in 0..cgroups.len() {
+        let (parent_eff, parent_by) = match cgroups[i].parent {
+            Some(p) => (cgroups[p].effective_limit, cgroups[p].limited_by.clone()),
+            None => (None, None),
+        };
+        let own = cgroups[i].limit;
+        let (eff, by) = match (own, parent_eff) {
+            (Some(Limit::Bytes(o)), Some(Limit::Bytes(p))) if p < o => {
+                (Some(Limit::Bytes(p)), parent_by)
+            }
+            (Some(Limit::Bytes(o)), _) => (Some(Limit::Bytes(o)), Some(cgroups[i].path.clone())),
+            (_, Some(Limit::Bytes(p))) => (Some(Limit::Bytes(p)), parent_by),
+            (o, p) => (o.or(p), None),
+        };
+        let c = &mut cgroups[i];
+        c.effective_limit = eff;
+        c.limited_by = by;
+        if let Some(u) = c.usage_bytes {
+            if c.procs.count > 0 {
+                c.gap_vs_rss_bytes = Some(u as i64 - c.procs.rss as i64);
+            }
+            c.gap_vs_anon_bytes = Some(u as i64 - c.cadvisor.rss as i64);
+            if let Some(l) = eff.and_then(Limit::bytes).filter(|l| *l > 0) {
+                c.usage_ratio = Some(u as f64 / l as f64);
+                c.working_set_ratio = Some(c.cadvisor.working_set_bytes as f64 / l as f64);
+            }
+        }
+    }
+    for i in 0..cgroups.len() {
+        if let Some(u) = cgroups[i].usage_bytes {
+            if !cgroups[i].children.is_empty() {
+                let kids: u64 = cgroups[i]
+                    .children
+                    .iter()
+                    .filter_map(|&k| cgroups[k].usage_bytes)
+                    .sum();
+                cgroups[i].own_usage_bytes = Some(u as i64 - kids as i64);
+            }
+        }
+    }
+}
+
+fn dying(node: &Node, cgroups: &[Cgroup], mode: CgroupMode) -> Option<u64> {
+    if mode == CgroupMode::V2 {
+        let root = cgroups
+            .iter()
+            .find(|c| c.version == 2 && c.parent.is_none())?;
+        return root.cgroup_stat.get("nr_dying_descendants");
+    }
+    // v1: /proc/cgroups counts live and dying memory cgroups alike.
+    node.memory_cgroups_kernel
+        .map(|k| k.saturating_sub(node.memory_cgroups_live))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.18.44-fc-v782", 5, 0));
+        assert!(kernel_at_least("5.0.0", 5, 0));
+        assert!(!kernel_at_least("4.15.0-112-generic", 5, 0));
+        assert!(!kernel_at_least("", 5, 0));
+        assert_eq!(cpus_of("0-1"), Some(2));
+        assert_eq!(cpus_of("0-3,8-11"), Some(12));
+    }
+}

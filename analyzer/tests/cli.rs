@@ -1,0 +1,79 @@
+//! `memgap` end to end.
+
+use assert_cmd::Command;
+use memgap_collector::synth::{self, Spec, Version};
+
+fn bundle(dir: &std::path::Path, version: Version) -> std::path::PathBuf {
+    let root = dir.join("root");
+    synth::generate(&root, &Spec::new(version, 30, 6)).unwrap();
+    let out = dir.join("b.tar.gz");
+    let cfg = memgap_collector::Config {
+        root,
+        kmsg: None,
+        ..Default::default()
+    };
+    let (_, gz) = memgap_collector::collect(&cfg, Vec::new()).unwrap();
+    std::fs::write(&out, gz).unwrap();
+    out
+}
+
+fn memgap() -> Command {
+    Command::cargo_bin("memgap").unwrap()
+}
+
+#[test]
+fn text_and_json_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), Version::V2);
+    let out = memgap().args(["report"]).arg(&b).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("memgap: synth-node-1"), "{text}");
+    assert!(text.contains("usage") && text.contains("anon"));
+    let out = memgap()
+        .args(["report", "--format", "json", "-o", "-"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["bundle"]["cgroup_mode"], "v2");
+    assert!(v["cgroups"].as_array().unwrap().len() >= 30);
+}
+
+#[test]
+fn one_bad_bundle_does_not_stop_the_others_and_sets_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let good = bundle(d.path(), Version::V1);
+    let bad = d.path().join("bad.tar.gz");
+    std::fs::write(&bad, b"not a bundle").unwrap();
+    let out = memgap()
+        .arg("report")
+        .arg(&bad)
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.tar.gz: not a memgap bundle"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("synth-node-1"));
+}
+
+#[test]
+fn completions_and_man_page() {
+    memgap()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("memgap"));
+    memgap()
+        .arg("man")
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(".TH memgap"));
+    memgap()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("Exit codes"));
+}

@@ -1,0 +1,198 @@
+//! The model built from real collections: synthetic nodes through the real collector, and real
+//! kernel files from fixtures.
+
+use std::path::{Path, PathBuf};
+
+use memgap_analyzer::model::{self, Model};
+use memgap_analyzer::parse::Limit;
+use memgap_analyzer::reader::{self, Limits};
+use memgap_collector::synth::{self, Spec, Version};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/realdata");
+
+fn collect(root: &Path) -> Vec<u8> {
+    let cfg = memgap_collector::Config {
+        root: root.to_path_buf(),
+        kmsg: None,
+        jobs: 2,
+        ..Default::default()
+    };
+    memgap_collector::collect(&cfg, Vec::new()).unwrap().1
+}
+
+fn model_of(gz: &[u8]) -> Model {
+    model::build(&reader::read_from(gz, "test.tar.gz", &Limits::default()).unwrap())
+}
+
+fn copy_tree(src: &Path, dest: &Path) {
+    for e in walkdir::WalkDir::new(src) {
+        let e = e.unwrap();
+        let to = dest.join(e.path().strip_prefix(src).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn synthetic_v1_node_every_identity_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let s = synth::generate(d.path(), &Spec::new(Version::V1, 80, 30)).unwrap();
+    let m = model_of(&collect(d.path()));
+    assert!(m.diagnostics.is_empty(), "{:?}", m.diagnostics);
+    assert_eq!(m.cgroups.len(), s.cgroups);
+    assert_eq!(m.processes.len(), 30);
+    assert!(m.processes.iter().all(|p| p.cgroup_index.is_some()));
+    for c in &m.cgroups {
+        let b = c
+            .bridge
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no bridge", c.path));
+        assert!(
+            b.within_fuzz,
+            "{}: remainder {} > fuzz {}",
+            c.path, b.remainder_bytes, b.fuzz_bytes
+        );
+    }
+    let container = m
+        .cgroups
+        .iter()
+        .find(|c| {
+            c.k8s
+                .as_ref()
+                .is_some_and(|k| k.level == "container" && k.qos == Some("burstable"))
+        })
+        .unwrap();
+    // App containers are limited; their pods carry the sum plus headroom, the QoS level none.
+    assert!(matches!(
+        container.limit,
+        Some(Limit::Bytes(_)) | Some(Limit::Max)
+    ));
+    let root = &m.cgroups[0];
+    assert_eq!(root.path, "/");
+    assert_eq!(root.procs.count, 30, "all processes sum up to the root");
+    assert_eq!(m.node.dying_cgroups, Some(0));
+    assert!(m.node.thp_enabled.as_deref() == Some("madvise"));
+}
+
+#[test]
+fn synthetic_v2_node_identities_limits_and_names() {
+    let d = tempfile::tempdir().unwrap();
+    synth::generate(d.path(), &Spec::new(Version::V2, 60, 20)).unwrap();
+    let m = model_of(&collect(d.path()));
+    assert!(m.diagnostics.is_empty(), "{:?}", m.diagnostics);
+    for c in m.cgroups.iter().filter(|c| c.parent.is_some()) {
+        let b = c.bridge.as_ref().unwrap();
+        assert!(b.within_fuzz, "{}: remainder {}", c.path, b.remainder_bytes);
+        assert_eq!(c.cadvisor.usage_bytes, c.usage_bytes.unwrap());
+    }
+    // Effective limit: a pod's limit caps its pause container, which has none of its own.
+    let pause = m
+        .cgroups
+        .iter()
+        .find(|c| c.limit == Some(Limit::Max) && c.effective_limit.is_some_and(|l| l != Limit::Max))
+        .expect("a cgroup limited by an ancestor");
+    let by = pause.limited_by.as_ref().unwrap();
+    assert!(pause.path.starts_with(by.as_str()) && by != &pause.path);
+    let c = m
+        .cgroups
+        .iter()
+        .find(|c| c.k8s.as_ref().is_some_and(|k| k.level == "container"))
+        .unwrap();
+    let k = c.k8s.as_ref().unwrap();
+    assert_eq!(k.runtime.as_deref(), Some("cri-containerd"));
+    assert!(k.pod_uid.as_ref().unwrap().contains('-'));
+}
+
+/// A v1 node from real captures: the 6.18 root memory cgroup, the EKS container of amzn2, and
+/// the scratch cgroup (48 MiB of shmem, no process) after its process exited.
+fn real_v1_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    let f = |p: &str| PathBuf::from(FIXTURES).join(p);
+    copy_tree(&f("localhost-v1/proc"), &r.join("proc"));
+    copy_tree(
+        &f("localhost-v1/sys/fs/cgroup/memory"),
+        &r.join("sys/fs/cgroup/memory"),
+    );
+    copy_tree(&f("elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/amzn2.zip/amzn2/sys/fs/cgroup/memory"), &r.join("sys/fs/cgroup/memory"));
+    copy_tree(
+        &f("localhost-v1/scratch-demo/after-exit/sys/fs/cgroup/memory/research_scratch"),
+        &r.join("sys/fs/cgroup/memory/research_scratch"),
+    );
+    // The after-exit IPC namespace view: the 16 MiB segment with nattch 0.
+    std::fs::copy(
+        f("localhost-v1/scratch-demo/after-exit/proc/sysvipc/shm"),
+        r.join("proc/sysvipc/shm"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(r.join("proc/sys/kernel")).unwrap();
+    std::fs::write(r.join("proc/sys/kernel/osrelease"), "6.18.44\n").unwrap();
+    d
+}
+
+#[test]
+fn real_v1_files_as_an_unpacked_directory() {
+    let d = real_v1_dir();
+    let b = reader::read(d.path(), &Limits::default()).unwrap();
+    let m = model::build(&b);
+    // No manifest in a hand-made directory: said, not fatal.
+    assert!(m
+        .diagnostics
+        .iter()
+        .any(|x| x.file.as_deref() == Some("manifest.json")));
+    let eks = m
+        .cgroups
+        .iter()
+        .find(|c| c.k8s.as_ref().is_some_and(|k| k.level == "container"))
+        .unwrap();
+    assert_eq!(
+        eks.k8s.as_ref().unwrap().pod_uid.as_deref(),
+        Some("7a96c459-d529-44ae-9f99-90d3798d6426")
+    );
+    assert_eq!(eks.limit, Some(Limit::Bytes(2 << 30)));
+    assert_eq!(eks.effective_limit, Some(Limit::Bytes(2 << 30)));
+    assert!(eks.bridge.as_ref().unwrap().within_fuzz);
+    let scratch = m
+        .cgroups
+        .iter()
+        .find(|c| c.path == "/research_scratch")
+        .unwrap();
+    let br = scratch.bridge.as_ref().unwrap();
+    assert_eq!(br.parts[1].key, "shmem");
+    assert_eq!(scratch.procs.count, 0);
+    assert_eq!(m.node.shm_orphaned_bytes, 16 << 20);
+    assert!(m.node.negative_dentries.is_some());
+    let root = &m.cgroups[0];
+    assert!(
+        root.bridge.as_ref().unwrap().within_fuzz,
+        "root v1 identity"
+    );
+}
+
+#[test]
+fn real_v2_session_scope() {
+    let d = tempfile::tempdir().unwrap();
+    let scope = "sys/fs/cgroup/user.slice/user-1000.slice/session-520.scope";
+    copy_tree(&PathBuf::from(FIXTURES).join("elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/docker2.zip/docker2").join(scope), &d.path().join(scope));
+    std::fs::write(
+        d.path().join("sys/fs/cgroup/cgroup.controllers"),
+        "cpu io memory pids\n",
+    )
+    .unwrap();
+    let m = model::build(&reader::read(d.path(), &Limits::default()).unwrap());
+    let c = m
+        .cgroups
+        .iter()
+        .find(|c| c.path.ends_with("session-520.scope"))
+        .unwrap();
+    let b = c.bridge.as_ref().unwrap();
+    assert!(b.within_fuzz, "remainder {}", b.remainder_bytes);
+    assert_eq!(
+        c.cadvisor.kernel_usage, 0,
+        "cAdvisor never fills kernel usage on v2"
+    );
+    assert!(c.pressure.is_some());
+}
