@@ -13,12 +13,21 @@ pub fn json(models: &[Model]) -> serde_json::Result<Vec<u8>> {
     }
 }
 
-/// Cgroups worth showing first: the largest gap between usage and anonymous memory.
+/// Cgroups worth showing first: the largest gap between usage and anonymous memory, among the
+/// cgroups that hold memory themselves (leaves, and parents whose own charges are a tenth of
+/// their usage or more, like a pod holding an exited container's shmem). The root and the QoS
+/// levels would otherwise top every list with their children's sum.
 pub fn top_gaps(m: &Model, n: usize) -> Vec<&Cgroup> {
+    let holds_own = |c: &Cgroup| match (c.children.is_empty(), c.own_usage_bytes, c.usage_bytes) {
+        (true, _, _) => true,
+        (false, Some(own), Some(u)) => own > 0 && own as u64 * 10 >= u,
+        _ => false,
+    };
     let mut v: Vec<&Cgroup> = m
         .cgroups
         .iter()
-        .filter(|c| c.bridge.is_some() && c.gap_vs_anon_bytes.unwrap_or(0) > 0)
+        .filter(|c| c.path != "/" && c.bridge.is_some() && c.gap_vs_anon_bytes.unwrap_or(0) > 0)
+        .filter(|c| holds_own(c))
         .collect();
     v.sort_by(|a, b| {
         b.gap_vs_anon_bytes
