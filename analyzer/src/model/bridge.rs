@@ -71,6 +71,37 @@ impl Bridge {
     }
 }
 
+/// What each part is, in words: one place for both cgroup versions and every output.
+pub fn label(key: &str) -> &'static str {
+    match key {
+        "active_file" => "page cache, active",
+        "anon" => "anonymous (mapped by processes)",
+        "anon_thp" => "anonymous THP",
+        "anon_unmapped" => "anonymous, not mapped (swap cache, partly unmapped THP)",
+        "file_dirty" => "dirty page cache",
+        "file_mapped" => "page cache mapped by processes",
+        "file_unevictable" => "page cache, unevictable (mlocked)",
+        "file_writeback" => "page cache under writeback",
+        "inactive_file" => "page cache, inactive (reclaimable)",
+        "kernel" => "kernel memory (slab, stacks, page tables, ...)",
+        "kernel_other" => "kernel: other",
+        "kernel_stack" => "kernel: stacks",
+        "pagetables" => "kernel: page tables",
+        "percpu" => "kernel: per-CPU",
+        "sec_pagetables" => "kernel: secondary page tables",
+        "shmem" => "shmem / tmpfs",
+        "slab_reclaimable" => "kernel: slab, reclaimable (dentries, inodes)",
+        "slab_unreclaimable" => "kernel: slab, unreclaimable",
+        "sock" => "socket buffers",
+        "swap" => "swapped out (not resident)",
+        "swapcached" => "swap cache",
+        "unevictable" => "unevictable (mlock, ramfs, SHM_LOCK)",
+        "vmalloc" => "kernel: vmalloc",
+        "zswap" => "kernel: zswap pool",
+        _ => "other",
+    }
+}
+
 /// Inputs for one cgroup.
 pub struct Inputs<'a> {
     pub version: u8,
@@ -137,9 +168,13 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
     let mut parts: Vec<Part> = Vec::new();
     let mut overlaps: Vec<Part> = Vec::new();
     let mut beside: Vec<Part> = Vec::new();
-    let push = |v: &mut Vec<Part>, key, label, bytes: u64| {
+    let push = |v: &mut Vec<Part>, key: &'static str, bytes: u64| {
         if bytes > 0 {
-            v.push(Part { key, label, bytes });
+            v.push(Part {
+                key,
+                label: label(key),
+                bytes,
+            });
         }
     };
     let (usage, usage_source) = if i.version == 2 {
@@ -158,94 +193,45 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
         push(
             &mut parts,
             "anon_unmapped",
-            "anonymous, not mapped (swap cache, partly unmapped THP)",
             lru_anon.saturating_sub(anon + shmem),
         );
-        push(&mut parts, "shmem", "shmem / tmpfs", shmem);
-        push(&mut parts, "active_file", "page cache, active", act);
-        push(
-            &mut parts,
-            "inactive_file",
-            "page cache, inactive (reclaimable)",
-            inact,
-        );
+        push(&mut parts, "shmem", shmem);
+        push(&mut parts, "active_file", act);
+        push(&mut parts, "inactive_file", inact);
         push(
             &mut parts,
             "file_unevictable",
-            "page cache, unevictable (mlocked)",
             file.saturating_sub(shmem + act + inact),
         );
-        let components: [(&'static str, &'static str, &str); 7] = [
-            (
-                "slab_reclaimable",
-                "kernel: slab, reclaimable (dentries, inodes)",
-                "slab_reclaimable",
-            ),
-            (
-                "slab_unreclaimable",
-                "kernel: slab, unreclaimable",
-                "slab_unreclaimable",
-            ),
-            ("kernel_stack", "kernel: stacks", "kernel_stack"),
-            ("pagetables", "kernel: page tables", "pagetables"),
-            (
-                "sec_pagetables",
-                "kernel: secondary page tables",
-                "sec_pagetables",
-            ),
-            ("percpu", "kernel: per-CPU", "percpu"),
-            ("vmalloc", "kernel: vmalloc", "vmalloc"),
+        let components: [&'static str; 7] = [
+            "slab_reclaimable",
+            "slab_unreclaimable",
+            "kernel_stack",
+            "pagetables",
+            "sec_pagetables",
+            "percpu",
+            "vmalloc",
         ];
         let mut kparts = 0;
-        for (key, label, stat) in components {
-            let b = g(stat);
+        for key in components {
+            let b = g(key);
             kparts += b;
-            push(&mut parts, key, label, b);
+            push(&mut parts, key, b);
         }
-        push(&mut parts, "zswap", "kernel: zswap pool", g("zswap"));
+        push(&mut parts, "zswap", g("zswap"));
         kparts += g("zswap");
         // `kernel` (5.18+) covers all kmem; older kernels only list the components.
         if let Some(k) = s.get("kernel") {
-            push(
-                &mut parts,
-                "kernel_other",
-                "kernel: other",
-                k.saturating_sub(kparts),
-            );
+            push(&mut parts, "kernel_other", k.saturating_sub(kparts));
         }
-        push(&mut parts, "sock", "socket buffers", g("sock"));
-        push(
-            &mut overlaps,
-            "file_dirty",
-            "dirty page cache",
-            g("file_dirty"),
-        );
-        push(
-            &mut overlaps,
-            "file_writeback",
-            "page cache under writeback",
-            g("file_writeback"),
-        );
-        push(
-            &mut overlaps,
-            "file_mapped",
-            "page cache mapped by processes",
-            g("file_mapped"),
-        );
-        push(
-            &mut overlaps,
-            "unevictable",
-            "unevictable (mlock, ramfs, SHM_LOCK)",
-            g("unevictable"),
-        );
-        push(&mut overlaps, "anon_thp", "anonymous THP", g("anon_thp"));
-        push(&mut overlaps, "swapcached", "swap cache", g("swapcached"));
-        push(
-            &mut beside,
-            "swap",
-            "swapped out (not resident)",
-            i.swap_current.unwrap_or(0),
-        );
+        push(&mut parts, "sock", g("sock"));
+        push(&mut overlaps, "file_dirty", g("file_dirty"));
+        push(&mut overlaps, "file_writeback", g("file_writeback"));
+        push(&mut overlaps, "file_mapped", g("file_mapped"));
+        push(&mut overlaps, "unevictable", g("unevictable"));
+        push(&mut overlaps, "anon_thp", g("anon_thp"));
+        push(&mut overlaps, "swapcached", g("swapcached"));
+        push(&mut beside, "swap", i.swap_current.unwrap_or(0));
         if i.is_root {
             (
                 g("anon") + file + s.get("kernel").unwrap_or(kparts) + g("sock"),
@@ -270,67 +256,30 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
         push(
             &mut parts,
             "anon_unmapped",
-            "anonymous, not mapped (partly unmapped THP)",
             lru_anon.saturating_sub(rss + shmem + swapcached),
         );
-        push(&mut parts, "swapcached", "swap cache", swapcached);
-        push(&mut parts, "shmem", "shmem / tmpfs", shmem);
-        push(&mut parts, "active_file", "page cache, active", act);
-        push(
-            &mut parts,
-            "inactive_file",
-            "page cache, inactive (reclaimable)",
-            inact,
-        );
+        push(&mut parts, "swapcached", swapcached);
+        push(&mut parts, "shmem", shmem);
+        push(&mut parts, "active_file", act);
+        push(&mut parts, "inactive_file", inact);
         push(
             &mut parts,
             "file_unevictable",
-            "page cache, unevictable (mlocked)",
             cache.saturating_sub(shmem + act + inact),
         );
         // Root usage is computed from global counters and excludes kernel memory.
         if i.is_root {
-            push(
-                &mut beside,
-                "kernel",
-                "kernel memory (not in the root's usage)",
-                i.kmem.unwrap_or(0),
-            );
+            push(&mut beside, "kernel", i.kmem.unwrap_or(0));
         } else {
-            push(
-                &mut parts,
-                "kernel",
-                "kernel memory (slab, stacks, page tables, ...)",
-                i.kmem.unwrap_or(0),
-            );
+            push(&mut parts, "kernel", i.kmem.unwrap_or(0));
         }
-        push(&mut overlaps, "file_dirty", "dirty page cache", h("dirty"));
-        push(
-            &mut overlaps,
-            "file_writeback",
-            "page cache under writeback",
-            h("writeback"),
-        );
-        push(
-            &mut overlaps,
-            "file_mapped",
-            "page cache mapped by processes",
-            h("mapped_file"),
-        );
-        push(
-            &mut overlaps,
-            "unevictable",
-            "unevictable (mlock, ramfs, SHM_LOCK)",
-            h("unevictable"),
-        );
-        push(&mut overlaps, "anon_thp", "anonymous THP", h("rss_huge"));
-        push(
-            &mut beside,
-            "sock",
-            "TCP socket buffers (separate counter on v1)",
-            i.tcp.unwrap_or(0),
-        );
-        push(&mut beside, "swap", "swapped out (not resident)", h("swap"));
+        push(&mut overlaps, "file_dirty", h("dirty"));
+        push(&mut overlaps, "file_writeback", h("writeback"));
+        push(&mut overlaps, "file_mapped", h("mapped_file"));
+        push(&mut overlaps, "unevictable", h("unevictable"));
+        push(&mut overlaps, "anon_thp", h("rss_huge"));
+        push(&mut beside, "sock", i.tcp.unwrap_or(0));
+        push(&mut beside, "swap", h("swap"));
         (i.usage?, "memory.usage_in_bytes")
     };
     let sum: u64 = parts.iter().map(|p| p.bytes).sum();
