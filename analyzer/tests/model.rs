@@ -103,6 +103,22 @@ fn synthetic_v2_node_identities_limits_and_names() {
         .unwrap();
     let k = c.k8s.as_ref().unwrap();
     assert_eq!(k.runtime.as_deref(), Some("cri-containerd"));
+    // Names from /var/log/pods and /var/log/containers.
+    let app = m
+        .cgroups
+        .iter()
+        .find(|c| {
+            c.k8s
+                .as_ref()
+                .is_some_and(|k| k.container.as_deref() == Some("app"))
+        })
+        .expect("a named container");
+    let k = app.k8s.as_ref().unwrap();
+    assert_eq!(k.namespace.as_deref(), Some("default"));
+    assert!(k.pod.as_ref().unwrap().starts_with("app-"));
+    assert!(
+        app.display_name().starts_with("default/app-") && app.display_name().ends_with("[app]")
+    );
     assert!(k.pod_uid.as_ref().unwrap().contains('-'));
 }
 

@@ -474,6 +474,11 @@ fn collect_sample<W: Write>(
             index,
         )?;
     }
+    if let Some(mut names) = container_log_names(&cfg.root) {
+        redactor.text(&mut names);
+        let path = format!("{}{}", ctx.prefix, bundle::CONTAINERS_FILE);
+        sink.put(&path, &names, index)?;
+    }
 
     counts.missed = sink.missed.len() as u64 + sink.missed_not_listed - missed_before;
     Ok(Sample {
@@ -508,6 +513,21 @@ fn pod_log_dirs(root: &Path) -> Option<Vec<u8>> {
         .collect();
     lines.sort();
     let mut out = lines.join("\n").into_bytes();
+    out.push(b'\n');
+    Some(out)
+}
+
+/// Names of the entries of `var/log/containers` (symlinks to the logs: never followed, never
+/// read), or `None` when the node has no such directory.
+fn container_log_names(root: &Path) -> Option<Vec<u8>> {
+    let rd = std::fs::read_dir(root.join("var/log/containers")).ok()?;
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    let mut out = names.join("\n").into_bytes();
     out.push(b'\n');
     Some(out)
 }

@@ -13,6 +13,7 @@
 //! | `proc/<pid>/memgap.files` | the process's `status`, `cgroup`, ... `smaps_rollup`, packed |
 //! | `memgap/tmpfs.json` | `statvfs` of every tmpfs/ramfs mount ([`bundle::TmpfsUsage`]) |
 //! | `memgap/pods.txt` | `/var/log/pods` directory names, when the node has them |
+//! | `memgap/containers.txt` | `/var/log/containers` file names (container ID to name), when present |
 //! | `memgap/kmsg-oom.txt` | OOM-killer reports from the kernel ring buffer, records verbatim |
 //! | `manifest.json` | [`bundle::Manifest`]: versions, host, times, options, counts, missed files; last entry |
 //!

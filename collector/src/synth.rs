@@ -131,7 +131,7 @@ impl Rng {
 /// Writes a synthetic node under `root` (which should be empty).
 pub fn generate(root: &Path, spec: &Spec) -> io::Result<Summary> {
     let mut rng = Rng(spec.seed.max(1));
-    let (base, mut nodes) = build_tree(spec, &mut rng);
+    let (base, mut nodes, logs) = build_tree(spec, &mut rng);
     assign_processes(&mut nodes, spec.processes);
     for i in (0..nodes.len()).rev() {
         let mut t = nodes[i].own;
@@ -151,6 +151,15 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<Summary> {
         };
         for (name, content) in files {
             fs::write(dir.join(name), content)?;
+        }
+    }
+    for l in &logs {
+        let p = root.join(l);
+        if l.ends_with(".log") {
+            fs::create_dir_all(p.parent().expect("log path has a parent"))?;
+            fs::write(p, "")?;
+        } else {
+            fs::create_dir_all(p)?;
         }
     }
     let mut summary = Summary {
@@ -181,7 +190,9 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<Summary> {
     Ok(summary)
 }
 
-fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>) {
+/// The hierarchy root, its cgroups, and the pod and container log paths to create.
+fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>, Vec<String>) {
+    let mut logs = Vec::new();
     let base = match spec.version {
         Version::V1 => "/sys/fs/cgroup/memory".to_string(),
         Version::V2 => "/sys/fs/cgroup".to_string(),
@@ -275,8 +286,15 @@ fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>) {
             pod_own,
             app_limit.map(|l| l + 64 * MIB),
         );
+        let log_name = format!("app-{pod_no}");
+        logs.push(format!("var/log/pods/default_{log_name}_{uid}/app"));
         for (j, kind) in ["pause", "app"].iter().enumerate() {
             let id = rng.hex(64);
+            if *kind == "app" {
+                logs.push(format!(
+                    "var/log/containers/{log_name}_default_app-{id}.log"
+                ));
+            }
             let name = if v2 {
                 format!("cri-containerd-{id}.scope")
             } else {
@@ -295,7 +313,7 @@ fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>) {
             break;
         }
     }
-    (base, nodes)
+    (base, nodes, logs)
 }
 
 fn leaf_mem(rng: &mut Rng, lo: u64, hi: u64) -> Mem {

@@ -114,6 +114,28 @@ pub fn pod_names(text: &str) -> BTreeMap<String, (String, String, Vec<String>)> 
     out
 }
 
+/// Container names from `memgap/containers.txt` (`<pod>_<namespace>_<container>-<id>.log`):
+/// container ID -> (namespace, pod, container).
+pub fn container_names(text: &str) -> BTreeMap<String, (String, String, String)> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(stem) = line.trim().strip_suffix(".log") else {
+            continue;
+        };
+        let Some((rest, id)) = stem.rsplit_once('-') else {
+            continue;
+        };
+        let mut f = rest.splitn(3, '_');
+        if let (Some(pod), Some(ns), Some(c)) = (f.next(), f.next(), f.next()) {
+            out.insert(
+                id.to_string(),
+                (ns.to_string(), pod.to_string(), c.to_string()),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +170,22 @@ mod tests {
             "qos"
         );
         assert!(identify("/system.slice/kubelet.service").is_none());
+    }
+
+    #[test]
+    fn container_names_from_log_files() {
+        let m = container_names("coredns-5d78_kube-system_coredns-0123456789abcdef.log\nweb_default_istio-proxy-ffee.log\njunk\n");
+        assert_eq!(
+            m["0123456789abcdef"],
+            (
+                "kube-system".into(),
+                "coredns-5d78".into(),
+                "coredns".into()
+            )
+        );
+        assert_eq!(m["ffee"].2, "istio-proxy");
+        assert_eq!(m.len(), 2);
+        assert!(container_names("").is_empty());
     }
 
     #[test]

@@ -243,6 +243,20 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
             }
         }
     }
+    if let Some(names) = files
+        .get(bundle::CONTAINERS_FILE)
+        .map(|t| k8s::container_names(&parse::text(t)))
+    {
+        for id in cgroups.iter_mut().filter_map(|c| c.k8s.as_mut()) {
+            if let Some((ns, pod, container)) =
+                id.container_id.as_ref().and_then(|cid| names.get(cid))
+            {
+                id.namespace.get_or_insert_with(|| ns.clone());
+                id.pod.get_or_insert_with(|| pod.clone());
+                id.container = Some(container.clone());
+            }
+        }
+    }
     let oom_events = b
         .shared_file(bundle::OOM_FILE)
         .map(|t| oom::parse(&parse::text(t)))

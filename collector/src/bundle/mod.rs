@@ -19,6 +19,9 @@ pub const TMPFS_FILE: &str = "memgap/tmpfs.json";
 pub const OOM_FILE: &str = "memgap/kmsg-oom.txt";
 /// `/var/log/pods` directory names (`<namespace>_<pod>_<uid>/<container>`), one per line.
 pub const PODS_FILE: &str = "memgap/pods.txt";
+/// `/var/log/containers` file names (`<pod>_<namespace>_<container>-<container id>.log`), one
+/// per line: the only place on a node that maps container IDs to container names.
+pub const CONTAINERS_FILE: &str = "memgap/containers.txt";
 
 /// Path prefix of sample `index` when a bundle holds `samples` snapshots.
 pub fn sample_prefix(index: u32, samples: u32) -> String {
