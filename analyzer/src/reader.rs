@@ -276,6 +276,17 @@ struct Raw {
     diagnostics: Vec<Diagnostic>,
 }
 
+impl Raw {
+    fn note(&mut self, source: &str, level: Level, file: Option<String>, message: String) {
+        self.diagnostics.push(Diagnostic {
+            level,
+            bundle: source.to_string(),
+            file,
+            message,
+        });
+    }
+}
+
 /// Fails reads past a byte budget, so no entry (long names included) can exceed it.
 struct Capped<R> {
     inner: R,
@@ -313,14 +324,6 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
         entries: Vec::new(),
         diagnostics: Vec::new(),
     };
-    let diag = |raw: &mut Raw, level, file: Option<String>, msg: String| {
-        raw.diagnostics.push(Diagnostic {
-            level,
-            bundle: source.to_string(),
-            file,
-            message: msg,
-        });
-    };
     let entries = ar.entries().map_err(|e| BundleError::NotABundle {
         path: source.into(),
         reason: e.to_string(),
@@ -338,14 +341,14 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
                     });
                 }
                 let after = last_ok.as_deref().unwrap_or("the start");
-                diag(&mut raw, Level::Error, None, format!("archive is truncated or corrupt after {after}: {e}; the entries before it are analyzed"));
+                raw.note(source, Level::Error, None, format!("archive is truncated or corrupt after {after}: {e}; the entries before it are analyzed"));
                 break;
             }
         };
         count += 1;
         if count > limits.max_entries {
-            diag(
-                &mut raw,
+            raw.note(
+                source,
                 Level::Error,
                 None,
                 format!(
@@ -361,8 +364,8 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
             continue;
         }
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            diag(
-                &mut raw,
+            raw.note(
+                source,
                 Level::Warning,
                 Some(path),
                 format!("refused: a {kind:?} entry (only regular files belong in a bundle)"),
@@ -370,8 +373,8 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
             continue;
         }
         let Some(clean) = safe_path(&path) else {
-            diag(
-                &mut raw,
+            raw.note(
+                source,
                 Level::Warning,
                 Some(path),
                 "refused: absolute path or `..` component".into(),
@@ -380,8 +383,8 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
         };
         let size = entry.header().size().unwrap_or(u64::MAX);
         if size > limits.max_entry_bytes {
-            diag(
-                &mut raw,
+            raw.note(
+                source,
                 Level::Warning,
                 Some(clean),
                 format!(
@@ -393,7 +396,7 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
         }
         let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
         if let Err(e) = entry.read_to_end(&mut data) {
-            diag(&mut raw, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
+            raw.note(source, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
             break;
         }
         last_ok = Some(clean.clone());
@@ -415,12 +418,12 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
         let e = match e {
             Ok(e) => e,
             Err(err) => {
-                raw.diagnostics.push(Diagnostic {
-                    level: Level::Warning,
-                    bundle: source.into(),
-                    file: err.path().map(|p| p.display().to_string()),
-                    message: err.to_string(),
-                });
+                raw.note(
+                    source,
+                    Level::Warning,
+                    err.path().map(|p| p.display().to_string()),
+                    err.to_string(),
+                );
                 continue;
             }
         };
@@ -431,22 +434,22 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
             continue;
         }
         if !ft.is_file() {
-            raw.diagnostics.push(Diagnostic {
-                level: Level::Warning,
-                bundle: source.into(),
-                file: Some(rel),
-                message: "refused: not a regular file".into(),
-            });
+            raw.note(
+                source,
+                Level::Warning,
+                Some(rel),
+                "refused: not a regular file".into(),
+            );
             continue;
         }
         let size = e.metadata().map(|m| m.len()).unwrap_or(0);
         if size > limits.max_entry_bytes || total + size > limits.max_total_bytes {
-            raw.diagnostics.push(Diagnostic {
-                level: Level::Warning,
-                bundle: source.into(),
-                file: Some(rel),
-                message: "refused: over the size limit".into(),
-            });
+            raw.note(
+                source,
+                Level::Warning,
+                Some(rel),
+                "refused: over the size limit".into(),
+            );
             continue;
         }
         match std::fs::read(e.path()) {
@@ -454,12 +457,7 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
                 total += d.len() as u64;
                 raw.entries.push((rel, d));
             }
-            Err(err) => raw.diagnostics.push(Diagnostic {
-                level: Level::Warning,
-                bundle: source.into(),
-                file: Some(rel),
-                message: err.to_string(),
-            }),
+            Err(err) => raw.note(source, Level::Warning, Some(rel), err.to_string()),
         }
     }
     if raw.entries.is_empty() {

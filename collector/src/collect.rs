@@ -248,10 +248,7 @@ impl<W: Write> Sink<W> {
     }
 
     fn miss(&mut self, path: String, e: ReadError, sample: u32) {
-        let (reason, detail) = match e {
-            ReadError::Vanished => (MissReason::Absent, String::new()),
-            ReadError::Missed(r, d) => (r, d),
-        };
+        let (reason, detail) = e.into_reason();
         self.record(Missed {
             path,
             reason,
@@ -358,10 +355,7 @@ impl Ctx {
     }
 
     fn missed(&self, path: String, e: ReadError) -> Missed {
-        let (reason, detail) = match e {
-            ReadError::Vanished => (MissReason::Absent, String::new()),
-            ReadError::Missed(r, d) => (r, d),
-        };
+        let (reason, detail) = e.into_reason();
         Missed {
             path: self.redactor.path(&path),
             reason,

@@ -83,6 +83,17 @@ impl Dir {
     }
 }
 
+impl ReadError {
+    /// How a file that could not be read is recorded in the manifest. A vanished expected
+    /// file is `absent`.
+    pub fn into_reason(self) -> (MissReason, String) {
+        match self {
+            ReadError::Vanished => (MissReason::Absent, String::new()),
+            ReadError::Missed(r, d) => (r, d),
+        }
+    }
+}
+
 pub fn classify(e: io::Error) -> ReadError {
     match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ESRCH) => ReadError::Vanished,

@@ -116,8 +116,8 @@ pub struct Inputs<'a> {
     pub cpus: u64,
 }
 
-/// The stat key of `name` in this version (v1 hierarchical `total_` keys when present).
-fn v1(stat: &Flat, name: &str) -> Option<u64> {
+/// A v1 `memory.stat` value, hierarchical (`total_`) when present.
+pub fn v1(stat: &Flat, name: &str) -> Option<u64> {
     stat.get(&format!("total_{name}"))
         .or_else(|| stat.get(name))
 }

@@ -195,7 +195,6 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
             message: msg,
         });
     };
-    let text = |p: &str| files.get(p).map(parse::text);
     let m = b.manifest.as_ref();
 
     let mut processes = read_processes(files, &mut diag);
@@ -219,7 +218,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .map(|m| m.cgroup_mode)
         .unwrap_or_else(|| guess_mode(files));
     let mut cgroups = read_cgroups(files, m, mode, cpus, &mut diag);
-    attach_processes(&mut cgroups, &mut processes, &b.source, &mut diags);
+    attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups);
     node.memory_cgroups_live = cgroups
@@ -261,7 +260,6 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .shared_file(bundle::OOM_FILE)
         .map(|t| oom::parse(&parse::text(t)))
         .unwrap_or_default();
-    let _ = text;
     Model {
         schema_version: SCHEMA_VERSION,
         bundle: BundleInfo {
@@ -670,7 +668,7 @@ fn read_cgroup(
             lim("memory.high"),
         )
     } else {
-        let swap = v1_stat(&stat, "swap");
+        let swap = bridge::v1(&stat, "swap");
         (
             value("memory.usage_in_bytes"),
             lim("memory.limit_in_bytes"),
@@ -738,11 +736,6 @@ fn read_cgroup(
         working_set_ratio: None,
         own_usage_bytes: None,
     }
-}
-
-fn v1_stat(stat: &Flat, name: &str) -> Option<u64> {
-    stat.get(&format!("total_{name}"))
-        .or_else(|| stat.get(name))
 }
 
 type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
@@ -832,25 +825,21 @@ fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProces
 fn attach_processes(
     cgroups: &mut [Cgroup],
     procs: &mut [RawProcess],
+    mode: CgroupMode,
     source: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let memory_version = if cgroups.iter().any(|c| c.version == 1) {
-        1
-    } else {
-        2
-    };
     let by_path: HashMap<&str, usize> = cgroups
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.version == memory_version)
+        .filter(|(_, c)| c.hierarchy_is_memory(mode))
         .map(|(i, c)| (c.path.as_str(), i))
         .collect();
     let mut by_pid: HashMap<u32, usize> = HashMap::new();
     for (i, c) in cgroups
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.version == memory_version)
+        .filter(|(_, c)| c.hierarchy_is_memory(mode))
     {
         for &pid in &c.pids {
             by_pid.insert(pid, i);
@@ -859,7 +848,7 @@ fn attach_processes(
     let mut missing = 0usize;
     let mut example = String::new();
     for (p, _, cg) in procs.iter_mut() {
-        let claimed = if memory_version == 1 {
+        let claimed = if mode != CgroupMode::V2 {
             cg.memory_v1.clone()
         } else {
             cg.unified.clone()
