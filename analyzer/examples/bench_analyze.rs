@@ -1,5 +1,7 @@
 //! Analyzer benchmark: reading + parsing + model building of one bundle, against the time the
-//! same flate2 backend takes to decompress that bundle into a sink, in the same run.
+//! same flate2 backend takes to decompress that bundle into a sink, in the same run; then the
+//! rule catalogue over that model, against the model-building time, on 1 thread and on the
+//! default rayon pool.
 //!
 //! ```text
 //! cargo build --release -p memgap-collector --examples && cargo build --release -p memgap-analyzer --examples
@@ -11,7 +13,9 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use memgap_analyzer::{model, reader};
+use std::sync::Arc;
+
+use memgap_analyzer::{model, reader, rules};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -19,6 +23,13 @@ fn main() {
     let runs: usize = args.next().map_or(9, |r| r.parse().expect("RUNS"));
     let gz = std::fs::read(&path).expect("read bundle");
     let (mut floor, mut read, mut build, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut rules_par, mut rules_one) = (vec![], vec![]);
+    let set = rules::RuleSet::builtin().expect("rules");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut findings = 0;
     let mut content = 0u64;
     for _ in 0..runs {
         let t = Instant::now();
@@ -34,6 +45,13 @@ fn main() {
         let m = model::build(&b);
         let all = t.elapsed();
         assert!(!m.cgroups.is_empty());
+        let m = Arc::new(m);
+        let t = Instant::now();
+        findings = rules::evaluate(&set, &m).findings.len();
+        rules_par.push(t.elapsed());
+        let t = Instant::now();
+        one.install(|| rules::evaluate(&set, &m));
+        rules_one.push(t.elapsed());
         read.push(r);
         build.push(all - r);
         total.push(all);
@@ -66,6 +84,14 @@ fn main() {
     println!("parse + model:                    {b:>8.1} ms");
     println!("read + parse + model:             {t:>8.1} ms");
     println!("ratio to the floor:               {:>8.2}", t / f);
+    let (rp, r1) = (med(&mut rules_par), med(&mut rules_one));
+    println!(
+        "rules ({} rules, {findings} findings): {rp:>8.1} ms on {} threads, {r1:.1} ms on 1 (speed-up {:.2}x)",
+        set.rules().len(),
+        rayon::current_num_threads(),
+        r1 / rp
+    );
+    println!("rules / parse + model:            {:>8.2}", rp / b);
     if let Ok(g) = gzip_cmd {
         println!(
             "gzip -dc (reference, one run):    {:>8.1} ms",

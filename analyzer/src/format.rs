@@ -38,6 +38,22 @@ pub fn pct(r: f64) -> String {
     }
 }
 
+/// An integer with thousands separators: `12,345`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +69,7 @@ mod tests {
         );
         assert_eq!(signed_bytes(-2048), "-2.00 KiB");
         assert_eq!(pct(0.5), "50.0%");
+        assert_eq!(thousands(-1234567), "-1,234,567");
+        assert_eq!(thousands(999), "999");
     }
 }

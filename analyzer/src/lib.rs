@@ -1,19 +1,88 @@
-//! memgap's analyzer: reads bundles, builds a model of the node, its cgroups and processes, and
-//! explains why memory usage exceeds RSS.
+//! memgap's analyzer: reads bundles, builds a model of the node, its cgroups and processes,
+//! applies the rule catalogue and explains why memory usage exceeds RSS.
 //!
 //! Pipeline: [`reader`] (bundle -> files, with diagnostics) -> [`parse`] (text -> typed values)
-//! -> [`model`] (node, cgroup tree, derived values) -> [`output`] (JSON, text).
+//! -> [`model`] (node, cgroup tree, derived values) -> [`rules`] (findings) -> [`output`]
+//! (JSON, text).
 
 pub mod format;
 pub mod model;
 pub mod output;
 pub mod parse;
 pub mod reader;
+pub mod rules;
 
 use std::path::Path;
+use std::sync::Arc;
 
-/// Reads one bundle and builds the model of its latest snapshot.
-pub fn analyze(path: &Path) -> Result<model::Model, reader::BundleError> {
+use serde::Serialize;
+
+/// A model and what the rules found in it.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub model: Arc<model::Model>,
+    pub findings: Vec<rules::Finding>,
+    /// The bundle's problems, then rules that failed at run time.
+    pub diagnostics: Vec<reader::Diagnostic>,
+}
+
+impl Analysis {
+    /// Builds the model of the bundle's latest snapshot and applies the rules.
+    pub fn of(b: &reader::Bundle, rules: &rules::RuleSet) -> Analysis {
+        Self::of_model(model::build(b), rules)
+    }
+
+    pub fn of_model(m: model::Model, rules: &rules::RuleSet) -> Analysis {
+        let model = Arc::new(m);
+        let out = rules::evaluate(rules, &model);
+        let mut diagnostics = model.diagnostics.clone();
+        diagnostics.extend(out.diagnostics);
+        Analysis {
+            model,
+            findings: out.findings,
+            diagnostics,
+        }
+    }
+
+    /// The top-ranked finding of each cgroup that has one, by cgroup index.
+    pub fn headline(&self, cgroup: usize) -> Option<&rules::Finding> {
+        self.findings
+            .iter()
+            .find(|f| f.cgroup_index == Some(cgroup) && f.rank == 1)
+    }
+}
+
+/// Reads one bundle and analyzes its latest snapshot with the given rules.
+pub fn analyze(path: &Path, rules: &rules::RuleSet) -> Result<Analysis, reader::BundleError> {
     let b = reader::read(path, &reader::Limits::default())?;
-    Ok(model::build(&b))
+    Ok(Analysis::of(&b, rules))
+}
+
+/// The JSON document of one analysis (`docs/json-schema.md`).
+#[derive(Serialize)]
+pub struct AnalysisJson<'a> {
+    pub schema_version: u32,
+    pub bundle: &'a model::BundleInfo,
+    pub findings: Vec<&'a rules::Finding>,
+    pub node: &'a model::Node,
+    pub cgroups: &'a [model::Cgroup],
+    pub processes: &'a [model::Process],
+    pub oom_events: &'a [parse::oom::OomEvent],
+    pub diagnostics: &'a [reader::Diagnostic],
+}
+
+impl Analysis {
+    pub fn json(&self, min: rules::Severity) -> AnalysisJson<'_> {
+        let m = &self.model;
+        AnalysisJson {
+            schema_version: m.schema_version,
+            bundle: &m.bundle,
+            findings: rules::engine::at_least(&self.findings, min).collect(),
+            node: &m.node,
+            cgroups: &m.cgroups,
+            processes: &m.processes,
+            oom_events: &m.oom_events,
+            diagnostics: &self.diagnostics,
+        }
+    }
 }

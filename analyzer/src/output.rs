@@ -4,30 +4,25 @@ use std::fmt::Write as _;
 
 use crate::format::{bytes, signed_bytes};
 use crate::model::{Cgroup, Model};
+use crate::rules::{engine::at_least, Finding, Severity};
+use crate::Analysis;
 
-pub fn json(models: &[Model]) -> serde_json::Result<Vec<u8>> {
-    if models.len() == 1 {
-        serde_json::to_vec_pretty(&models[0])
+pub fn json(analyses: &[Analysis], min: Severity) -> serde_json::Result<Vec<u8>> {
+    let docs: Vec<_> = analyses.iter().map(|a| a.json(min)).collect();
+    if docs.len() == 1 {
+        serde_json::to_vec_pretty(&docs[0])
     } else {
-        serde_json::to_vec_pretty(models)
+        serde_json::to_vec_pretty(&docs)
     }
 }
 
-/// Cgroups worth showing first: the largest gap between usage and anonymous memory, among the
-/// cgroups that hold memory themselves (leaves, and parents whose own charges are a tenth of
-/// their usage or more, like a pod holding an exited container's shmem). The root and the QoS
-/// levels would otherwise top every list with their children's sum.
+/// Cgroups worth showing first when nothing fired: the largest gap between usage and
+/// anonymous memory, among the cgroups that hold memory themselves.
 pub fn top_gaps(m: &Model, n: usize) -> Vec<&Cgroup> {
-    let holds_own = |c: &Cgroup| match (c.children.is_empty(), c.own_usage_bytes, c.usage_bytes) {
-        (true, _, _) => true,
-        (false, Some(own), Some(u)) => own > 0 && own as u64 * 10 >= u,
-        _ => false,
-    };
     let mut v: Vec<&Cgroup> = m
         .cgroups
         .iter()
-        .filter(|c| c.path != "/" && c.bridge.is_some() && c.gap_vs_anon_bytes.unwrap_or(0) > 0)
-        .filter(|c| holds_own(c))
+        .filter(|c| c.holds_own() && c.bridge.is_some() && c.gap_vs_anon_bytes.unwrap_or(0) > 0)
         .collect();
     v.sort_by(|a, b| {
         b.gap_vs_anon_bytes
@@ -38,13 +33,18 @@ pub fn top_gaps(m: &Model, n: usize) -> Vec<&Cgroup> {
     v
 }
 
-pub fn text(m: &Model, top: usize) -> String {
+/// The terminal summary: the node, its findings, and per cgroup the headline cause.
+pub fn text(a: &Analysis, top: usize, min: Severity) -> String {
+    let m = &a.model;
     let mut o = String::new();
     let b = &m.bundle;
     let _ = writeln!(
         o,
-        "memgap: {} (kernel {}, cgroup {:?}, collected {})",
-        b.hostname, b.kernel_release, b.cgroup_mode, b.collected_at
+        "memgap: {} (kernel {}, cgroup {}, collected {})",
+        b.hostname,
+        b.kernel_release,
+        b.cgroup_mode.name(),
+        b.collected_at
     );
     let n = &m.node;
     let parts: Vec<String> = n
@@ -58,69 +58,99 @@ pub fn text(m: &Model, top: usize) -> String {
         bytes(n.mem_total_bytes),
         parts.join(", ")
     );
-    let mut notes = Vec::new();
-    if let Some(d) = n.dying_cgroups.filter(|d| *d > 0) {
-        notes.push(format!("{d} dying memory cgroups"));
+    let shown: Vec<&Finding> = at_least(&a.findings, min).collect();
+    for f in shown.iter().filter(|f| f.cgroup_index.is_none()) {
+        let _ = writeln!(o, "  {:<8} {}", f.severity.name(), f.summary);
     }
-    if n.shm_orphaned_bytes > 0 {
-        notes.push(format!(
-            "{} in SysV segments with no process attached",
-            bytes(n.shm_orphaned_bytes)
-        ));
-    }
-    if let Some(neg) = n.negative_dentry_bytes.filter(|b| *b > 0) {
-        notes.push(format!("{} of negative dentries", bytes(neg)));
-    }
-    if !m.oom_events.is_empty() {
-        notes.push(format!(
-            "{} OOM kill(s) in the kernel log",
-            m.oom_events.len()
-        ));
-    }
-    if !notes.is_empty() {
-        let _ = writeln!(o, "      {}", notes.join("; "));
-    }
-    let gaps = top_gaps(m, top);
-    if !gaps.is_empty() {
+    let cgroups = ranked_cgroups(&shown);
+    if !cgroups.is_empty() {
         let _ = writeln!(
             o,
-            "\ncgroups with the largest gap between usage and anonymous memory:"
+            "\nper cgroup, the cause that explains the most bytes first:"
         );
     }
-    for c in gaps {
-        let br = c.bridge.as_ref().expect("filtered on bridge");
-        let main: Vec<String> = br
-            .parts
-            .iter()
-            .skip(1)
-            .take(4)
-            .map(|p| format!("{} {}", p.key, bytes(p.bytes)))
-            .collect();
+    for (idx, fs) in cgroups.iter().take(top) {
+        let c = &m.cgroups[*idx];
+        let usage = c.usage_bytes.map(bytes).unwrap_or_else(|| "?".into());
         let rss = if c.procs.count > 0 {
-            format!(", processes' RSS {}", bytes(c.procs.rss))
+            format!("processes' RSS {}", bytes(c.procs.rss))
         } else {
-            ", no processes".into()
+            "no processes".into()
         };
         let _ = writeln!(
             o,
-            "  {}\n    usage {} = anon {} + {}; remainder {}{}",
+            "  {}\n    usage {usage}, anon {}, {rss}",
             c.display_name(),
-            bytes(br.usage_bytes),
-            bytes(br.part("anon")),
-            main.join(" + "),
-            signed_bytes(br.remainder_bytes),
-            rss
+            bytes(c.cadvisor.rss)
         );
+        for f in fs {
+            let _ = writeln!(o, "    {:<8} {}", f.severity.name(), f.summary);
+        }
     }
-    if !m.diagnostics.is_empty() {
+    if cgroups.len() > top {
         let _ = writeln!(
             o,
-            "\n{} problem(s) reading the bundle:",
-            m.diagnostics.len()
+            "  ... and {} more cgroup(s) with findings (--top, or --format json)",
+            cgroups.len() - top
         );
-        for d in m.diagnostics.iter().take(10) {
+    }
+    if shown.is_empty() {
+        let gaps = top_gaps(m, top);
+        if !gaps.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nno findings; largest gaps between usage and anonymous memory:"
+            );
+        }
+        for c in gaps {
+            let br = c.bridge.as_ref().expect("filtered on bridge");
+            let main: Vec<String> = br
+                .parts
+                .iter()
+                .skip(1)
+                .take(4)
+                .map(|p| format!("{} {}", p.key, bytes(p.bytes)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {}\n    usage {} = anon {} + {}; remainder {}",
+                c.display_name(),
+                bytes(br.usage_bytes),
+                bytes(br.part("anon")),
+                main.join(" + "),
+                signed_bytes(br.remainder_bytes),
+            );
+        }
+    }
+    if !a.diagnostics.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n{} problem(s) reading the bundle or applying rules:",
+            a.diagnostics.len()
+        );
+        for d in a.diagnostics.iter().take(10) {
             let _ = writeln!(o, "  {d}");
         }
     }
     o
+}
+
+/// Cgroups with findings, most severe first, then by the bytes of their headline cause;
+/// each with its findings in rank order.
+pub fn ranked_cgroups<'a>(findings: &[&'a Finding]) -> Vec<(usize, Vec<&'a Finding>)> {
+    let mut by: std::collections::BTreeMap<usize, Vec<&Finding>> = Default::default();
+    for f in findings {
+        if let Some(i) = f.cgroup_index {
+            by.entry(i).or_default().push(f);
+        }
+    }
+    let mut v: Vec<(usize, Vec<&Finding>)> = by.into_iter().collect();
+    let key = |fs: &Vec<&Finding>| {
+        (
+            fs.iter().map(|f| f.severity).max(),
+            fs.iter().filter_map(|f| f.bytes).max().unwrap_or(0),
+        )
+    };
+    v.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
+    v
 }

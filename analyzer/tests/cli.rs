@@ -77,3 +77,85 @@ fn completions_and_man_page() {
         .success()
         .stdout(predicates::str::contains("Exit codes"));
 }
+
+#[test]
+fn rules_list_and_test_and_broken_rule_files() {
+    let out = memgap().args(["rules", "test"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
+    let out = memgap().args(["rules", "list"]).output().unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.contains("shmem-without-processes") && list.contains("negative-dentries"));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("mine.toml"),
+        "[[rule]]\nid = \"x\"\ntitle = \"t\"\ncause = \"c\"\nseverity = \"info\"\nscope = \"cgroup\"\n\
+         when = \"cg.usage_bytes >\"\nsummary = \"s\"\nexplain = \"e\"\nfix = \"f\"\n",
+    )
+    .unwrap();
+    let out = memgap()
+        .args(["rules", "test", "--rules"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mine.toml:7:") && err.contains("rule x, field when"),
+        "{err}"
+    );
+}
+
+#[test]
+fn findings_in_json_and_text_with_severity_filters_and_fail_on() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path(), Version::V1);
+    let out = memgap()
+        .args(["report", "--format", "json"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    let f = &findings[0];
+    for k in [
+        "rule", "severity", "scope", "subject", "summary", "explain", "fix", "evidence", "rank",
+    ] {
+        assert!(f.get(k).is_some(), "finding without {k}: {f}");
+    }
+    let out = memgap()
+        .args(["report", "--format", "json", "--min-severity", "critical"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["severity"] == "critical"));
+    // The synthetic node has info findings: --fail-on info exits 1, --fail-on critical 0.
+    let out = memgap()
+        .args(["report", "--fail-on", "info"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the cause that explains the most bytes first"),
+        "{text}"
+    );
+    let out = memgap()
+        .args(["report", "--fail-on", "critical"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -1,40 +1,13 @@
 //! The model built from real collections: synthetic nodes through the real collector, and real
 //! kernel files from fixtures.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use memgap_analyzer::model::{self, Model};
+use common::{collect, model_of, real_v1_dir, real_v2_scope_dir};
+use memgap_analyzer::model;
 use memgap_analyzer::parse::Limit;
 use memgap_analyzer::reader::{self, Limits};
 use memgap_collector::synth::{self, Spec, Version};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/realdata");
-
-fn collect(root: &Path) -> Vec<u8> {
-    let cfg = memgap_collector::Config {
-        root: root.to_path_buf(),
-        kmsg: None,
-        jobs: 2,
-        ..Default::default()
-    };
-    memgap_collector::collect(&cfg, Vec::new()).unwrap().1
-}
-
-fn model_of(gz: &[u8]) -> Model {
-    model::build(&reader::read_from(gz, "test.tar.gz", &Limits::default()).unwrap())
-}
-
-fn copy_tree(src: &Path, dest: &Path) {
-    for e in walkdir::WalkDir::new(src) {
-        let e = e.unwrap();
-        let to = dest.join(e.path().strip_prefix(src).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
 
 #[test]
 fn synthetic_v1_node_every_identity_holds() {
@@ -122,33 +95,6 @@ fn synthetic_v2_node_identities_limits_and_names() {
     assert!(k.pod_uid.as_ref().unwrap().contains('-'));
 }
 
-/// A v1 node from real captures: the 6.18 root memory cgroup, the EKS container of amzn2, and
-/// the scratch cgroup (48 MiB of shmem, no process) after its process exited.
-fn real_v1_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let r = d.path();
-    let f = |p: &str| PathBuf::from(FIXTURES).join(p);
-    copy_tree(&f("localhost-v1/proc"), &r.join("proc"));
-    copy_tree(
-        &f("localhost-v1/sys/fs/cgroup/memory"),
-        &r.join("sys/fs/cgroup/memory"),
-    );
-    copy_tree(&f("elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/amzn2.zip/amzn2/sys/fs/cgroup/memory"), &r.join("sys/fs/cgroup/memory"));
-    copy_tree(
-        &f("localhost-v1/scratch-demo/after-exit/sys/fs/cgroup/memory/research_scratch"),
-        &r.join("sys/fs/cgroup/memory/research_scratch"),
-    );
-    // The after-exit IPC namespace view: the 16 MiB segment with nattch 0.
-    std::fs::copy(
-        f("localhost-v1/scratch-demo/after-exit/proc/sysvipc/shm"),
-        r.join("proc/sysvipc/shm"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(r.join("proc/sys/kernel")).unwrap();
-    std::fs::write(r.join("proc/sys/kernel/osrelease"), "6.18.44\n").unwrap();
-    d
-}
-
 #[test]
 fn real_v1_files_as_an_unpacked_directory() {
     let d = real_v1_dir();
@@ -190,14 +136,7 @@ fn real_v1_files_as_an_unpacked_directory() {
 
 #[test]
 fn real_v2_session_scope() {
-    let d = tempfile::tempdir().unwrap();
-    let scope = "sys/fs/cgroup/user.slice/user-1000.slice/session-520.scope";
-    copy_tree(&PathBuf::from(FIXTURES).join("elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/docker2.zip/docker2").join(scope), &d.path().join(scope));
-    std::fs::write(
-        d.path().join("sys/fs/cgroup/cgroup.controllers"),
-        "cpu io memory pids\n",
-    )
-    .unwrap();
+    let d = real_v2_scope_dir();
     let m = model::build(&reader::read(d.path(), &Limits::default()).unwrap());
     let c = m
         .cgroups

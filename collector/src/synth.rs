@@ -269,8 +269,21 @@ fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>, Vec<String>) {
         } else {
             format!("pod{uid}")
         };
+        // Containers' memory first, so a limit can hold what the container uses: a real
+        // kernel never lets usage pass an enforced limit.
+        let kinds = ["pause", "app"];
+        let mems: Vec<Mem> = kinds
+            .iter()
+            .map(|k| match *k {
+                "pause" => leaf_mem(rng, 256 << 10, MIB),
+                _ => leaf_mem(rng, 16 * MIB, 512 * MIB),
+            })
+            .collect();
         let limited = q == "burstable";
-        let app_limit = limited.then(|| rng.range(2, 16) * 128 * MIB);
+        let app_limit = limited.then(|| {
+            let used = mems[1].anon + mems[1].file() + mems[1].kernel() + mems[1].sock;
+            (rng.range(2, 16) * 128 * MIB).max((used * 5 / 4).div_ceil(128 * MIB) * 128 * MIB)
+        });
         let pod_own = Mem {
             shmem: if rng.chance(5) {
                 rng.pages(MIB, 64 * MIB)
@@ -284,11 +297,11 @@ fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>, Vec<String>) {
             Some(qos_idx),
             &pod_name,
             pod_own,
-            app_limit.map(|l| l + 64 * MIB),
+            app_limit.map(|l| l + 128 * MIB),
         );
         let log_name = format!("app-{pod_no}");
         logs.push(format!("var/log/pods/default_{log_name}_{uid}/app"));
-        for (j, kind) in ["pause", "app"].iter().enumerate() {
+        for (kind, mem) in kinds.iter().zip(mems) {
             let id = rng.hex(64);
             if *kind == "app" {
                 logs.push(format!(
@@ -299,11 +312,6 @@ fn build_tree(spec: &Spec, rng: &mut Rng) -> (String, Vec<Node>, Vec<String>) {
                 format!("cri-containerd-{id}.scope")
             } else {
                 id
-            };
-            let mem = if j == 0 {
-                leaf_mem(rng, 256 << 10, MIB)
-            } else {
-                leaf_mem(rng, 16 * MIB, 512 * MIB)
             };
             let limit = if *kind == "app" { app_limit } else { None };
             add(&mut nodes, Some(pod), &name, mem, limit);

@@ -102,6 +102,18 @@ pub fn label(key: &str) -> &'static str {
     }
 }
 
+/// The parts of v2 kernel memory that `memory.stat` itemizes (`kernel`, 5.18+, covers them and
+/// more; `zswap` is counted apart).
+pub const V2_KERNEL_PARTS: [&str; 7] = [
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "kernel_stack",
+    "pagetables",
+    "sec_pagetables",
+    "percpu",
+    "vmalloc",
+];
+
 /// Inputs for one cgroup.
 pub struct Inputs<'a> {
     pub version: u8,
@@ -203,17 +215,8 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
             "file_unevictable",
             file.saturating_sub(shmem + act + inact),
         );
-        let components: [&'static str; 7] = [
-            "slab_reclaimable",
-            "slab_unreclaimable",
-            "kernel_stack",
-            "pagetables",
-            "sec_pagetables",
-            "percpu",
-            "vmalloc",
-        ];
         let mut kparts = 0;
-        for key in components {
+        for key in V2_KERNEL_PARTS {
             let b = g(key);
             kparts += b;
             push(&mut parts, key, b);

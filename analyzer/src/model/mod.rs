@@ -60,6 +60,9 @@ pub struct Node {
     pub swap_used_bytes: u64,
     pub slab_top: Vec<slabinfo::SlabCache>,
     pub slab_total_bytes: u64,
+    /// The `dentry` cache and the `*inode_cache` caches (file-system churn), from slabinfo.
+    pub dentry_slab_bytes: Option<u64>,
+    pub inode_slab_bytes: u64,
     pub dentry: Option<misc::DentryState>,
     /// `nr_negative` where the kernel reports it (5.0+), and the bytes it pins.
     pub negative_dentries: Option<u64>,
@@ -119,6 +122,9 @@ pub struct Cgroup {
     pub pids: Vec<u32>,
     /// Sums over the processes of this cgroup and its descendants.
     pub procs: ProcSum,
+    /// Index (in the model's processes) of the process with the most anonymous RSS in the
+    /// subtree.
+    pub top_process: Option<usize>,
     pub cadvisor: Cadvisor,
     pub bridge: Option<Bridge>,
     /// usage - processes' summed RSS (what `top` shows), and usage - anon.
@@ -291,10 +297,28 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
 }
 
 impl Cgroup {
-    fn hierarchy_is_memory(&self, mode: CgroupMode) -> bool {
+    pub fn hierarchy_is_memory(&self, mode: CgroupMode) -> bool {
         match mode {
             CgroupMode::V2 => self.version == 2,
             _ => self.version == 1,
+        }
+    }
+
+    /// Whether the cgroup holds memory itself rather than summing its children's: a leaf, or a
+    /// parent whose own charges are a tenth of its usage or more (a pod holding an exited
+    /// container's shmem). The root and the QoS levels are sums. Cause rules look at these.
+    pub fn holds_own(&self) -> bool {
+        if self.path == "/" {
+            return false;
+        }
+        match (
+            self.children.is_empty(),
+            self.own_usage_bytes,
+            self.usage_bytes,
+        ) {
+            (true, _, _) => true,
+            (false, Some(own), Some(u)) => own > 0 && own as u64 * 10 >= u,
+            _ => false,
         }
     }
 
@@ -430,10 +454,14 @@ fn read_node(
         n.slab_total_bytes = s.caches.iter().map(|c| c.bytes).sum();
         let mut caches = s.caches;
         caches.sort_by_key(|c| std::cmp::Reverse(c.bytes));
-        let dentry_size = caches
+        let dentry = caches.iter().find(|c| c.name == "dentry");
+        let dentry_size = dentry.map(|c| c.objsize);
+        n.dentry_slab_bytes = dentry.map(|c| c.bytes);
+        n.inode_slab_bytes = caches
             .iter()
-            .find(|c| c.name == "dentry")
-            .map(|c| c.objsize);
+            .filter(|c| c.name.ends_with("inode_cache"))
+            .map(|c| c.bytes)
+            .sum();
         caches.truncate(15);
         n.slab_top = caches;
         if let Some(t) = files.get("proc/sys/fs/dentry-state") {
@@ -515,19 +543,18 @@ fn bad_lines(diag: &mut impl FnMut(Level, &str, String), file: &str, bad: &[usiz
     }
 }
 
-/// Whether a release string such as `6.1.0-18-amd64` is at least `major.minor`.
-pub fn kernel_at_least(release: &str, major: u64, minor: u64) -> bool {
+/// `(major, minor)` of a release string such as `6.1.0-18-amd64`.
+pub fn kernel_version(release: &str) -> Option<(u64, u64)> {
     let mut it = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty());
-    match (
-        it.next().and_then(|s| s.parse::<u64>().ok()),
-        it.next().and_then(|s| s.parse::<u64>().ok()),
-    ) {
-        (Some(a), Some(b)) => (a, b) >= (major, minor),
-        _ => false,
-    }
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Whether a release string is at least `major.minor`.
+pub fn kernel_at_least(release: &str, major: u64, minor: u64) -> bool {
+    kernel_version(release).is_some_and(|v| v >= (major, minor))
 }
 
 /// Problems found while building, as (level, file, message), merged into diagnostics later.
@@ -728,6 +755,7 @@ fn read_cgroup(
         cgroup_stat,
         pids,
         procs: ProcSum::default(),
+        top_process: None,
         cadvisor,
         bridge,
         gap_vs_rss_bytes: None,
@@ -881,9 +909,14 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
-    for (p, _, _) in procs.iter() {
+    for (pi, (p, _, _)) in procs.iter().enumerate() {
         let mut at = p.cgroup_index;
         while let Some(i) = at {
+            let top = cgroups[i].top_process;
+            let anon = |j: usize| procs[j].0.rss_anon.unwrap_or(0);
+            if top.is_none_or(|t| anon(pi) > anon(t)) {
+                cgroups[i].top_process = Some(pi);
+            }
             let s = &mut cgroups[i].procs;
             s.count += 1;
             let add = |x: &mut u64, v: Option<u64>| *x += v.unwrap_or(0);

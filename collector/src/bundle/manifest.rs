@@ -52,6 +52,18 @@ pub enum CgroupMode {
     None,
 }
 
+impl CgroupMode {
+    /// The name used in the manifest (`v1`, `v2`, `hybrid`, `none`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::V2 => "v2",
+            CgroupMode::Hybrid => "hybrid",
+            CgroupMode::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CgroupMount {
     /// Host path of the mount point, e.g. `/sys/fs/cgroup/memory`.

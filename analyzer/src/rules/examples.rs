@@ -1,0 +1,66 @@
+//! `memgap rules test`: runs every example in the rule files. An example is a small context
+//! (`cg`, `node`) and whether the rule must fire; when it fires, every field must render and,
+//! if the example says so, report the expected bytes.
+
+use minijinja::Value;
+use serde::Serialize;
+
+use super::engine::{compile, run_rule, Verdict};
+use super::RuleSet;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleResult {
+    pub rule: String,
+    pub file: String,
+    pub example: String,
+    /// `None` when the example passed.
+    pub failure: Option<String>,
+}
+
+/// The example's variables, with the names it lists in `none` set to none.
+fn context(ex: &super::Example) -> serde_json::Value {
+    let mut v = serde_json::to_value(&ex.context).unwrap_or_default();
+    for path in &ex.none {
+        let mut at = &mut v;
+        let mut keys = path.split('.').peekable();
+        while let Some(k) = keys.next() {
+            let Some(obj) = at.as_object_mut() else { break };
+            if keys.peek().is_none() {
+                obj.insert(k.to_string(), serde_json::Value::Null);
+                break;
+            }
+            at = obj
+                .entry(k.to_string())
+                .or_insert_with(|| serde_json::json!({}));
+        }
+    }
+    v
+}
+
+pub fn run(set: &RuleSet) -> Vec<ExampleResult> {
+    let mut out = Vec::new();
+    for c in compile(set) {
+        for ex in &c.rule.spec.examples {
+            let ctx = Value::from_serialize(context(ex));
+            let failure = match run_rule(set, &c, &ctx) {
+                Err(e) => Some(format!("field {}: {}", e.field, e.message)),
+                Ok(Verdict::Quiet) if ex.fire => Some("did not fire, must fire".into()),
+                Ok(Verdict::Fired(_)) if !ex.fire => Some("fired, must not fire".into()),
+                Ok(Verdict::Fired(f)) => match (ex.bytes, f.bytes) {
+                    (Some(want), got) if got != Some(want) => {
+                        Some(format!("bytes: got {got:?}, want {want}"))
+                    }
+                    _ => None,
+                },
+                Ok(Verdict::Quiet) => None,
+            };
+            out.push(ExampleResult {
+                rule: c.rule.spec.id.clone(),
+                file: c.rule.file.clone(),
+                example: ex.name.clone(),
+                failure,
+            });
+        }
+    }
+    out
+}

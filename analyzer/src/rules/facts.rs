@@ -1,0 +1,589 @@
+//! What a rule sees: the model's raw and derived values for one cgroup or the node, as
+//! minijinja values. A cgroup is a lazy object over the shared model, so evaluating every rule
+//! over thousands of cgroups builds only the values the rules actually read.
+//!
+//! The names here are the rule language's vocabulary; `docs/rules.md` lists them.
+
+use std::sync::{Arc, OnceLock};
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use serde::Serialize;
+
+use crate::model::{Cgroup, Model};
+use crate::parse::{Flat, Limit};
+
+/// A list of keys and the function giving a key's position in it, from one list.
+macro_rules! key_table {
+    ($(#[$doc:meta])* $keys:ident, $index:ident: $($k:literal),* $(,)?) => {
+        $(#[$doc])*
+        pub const $keys: &[&str] = &[$($k),*];
+
+        /// Position of a key in the list (compiled to length checks, cheaper than hashing).
+        fn $index(key: &str) -> Option<usize> {
+            let mut i = 0usize;
+            $(
+                if key == $k {
+                    return Some(i);
+                }
+                i += 1;
+            )*
+            let _ = i;
+            None
+        }
+    };
+}
+
+key_table!(
+    /// Every field of `cg` (and of `cg.parent`).
+    CGROUP_KEYS, cgroup_key:
+    "path",
+    "name",
+    "version",
+    "depth",
+    "is_root",
+    "is_leaf",
+    "holds_own",
+    "children_count",
+    "k8s",
+    "is_k8s",
+    "is_pod",
+    "is_container",
+    "usage_bytes",
+    "limit_bytes",
+    "effective_limit_bytes",
+    "limited_by",
+    "limited_by_ancestor",
+    "high_bytes",
+    "peak_bytes",
+    "failcnt",
+    "kmem_bytes",
+    "tcp_bytes",
+    "memsw_bytes",
+    "swap_bytes",
+    "kernel_bytes",
+    "slab_bytes",
+    "working_set_bytes",
+    "cadvisor",
+    "part",
+    "remainder_bytes",
+    "fuzz_bytes",
+    "within_fuzz",
+    "gap_vs_rss_bytes",
+    "gap_vs_anon_bytes",
+    "usage_ratio",
+    "working_set_ratio",
+    "own_usage_bytes",
+    "children_usage_bytes",
+    "procs",
+    "own_procs",
+    "top_process",
+    "stat",
+    "events",
+    "events_local",
+    "oom_control",
+    "cgroup_stat",
+    "pressure",
+    "oom_kills",
+    "limit_hits",
+    "high_events",
+    "oom_events",
+    "dying_descendants",
+    "parent",
+);
+
+key_table!(
+    /// Every key of `cg.part`: the bridge's parts, overlaps and the values beside usage. A
+    /// part the kernel did not report (or that is empty) reads as 0.
+    PART_KEYS, part_key:
+    "anon",
+    "anon_unmapped",
+    "anon_thp",
+    "swapcached",
+    "shmem",
+    "active_file",
+    "inactive_file",
+    "file_unevictable",
+    "file_dirty",
+    "file_writeback",
+    "file_mapped",
+    "unevictable",
+    "kernel",
+    "kernel_other",
+    "kernel_stack",
+    "pagetables",
+    "sec_pagetables",
+    "percpu",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "vmalloc",
+    "zswap",
+    "sock",
+    "swap",
+);
+
+/// The variables a cgroup-scope rule sees.
+pub fn cgroup_context(model: &Arc<Model>, node: &Value, idx: usize) -> Value {
+    Value::from_object(Root {
+        cg: Some(CgroupFacts::value(model, idx)),
+        node: node.clone(),
+    })
+}
+
+/// The variables a node-scope rule sees.
+pub fn node_context(node: &Value) -> Value {
+    Value::from_object(Root {
+        cg: None,
+        node: node.clone(),
+    })
+}
+
+/// The top level of a rule's context: `cg`, `node` and the unit constants, looked up by a
+/// match rather than in a map (every rule reads them for every cgroup).
+#[derive(Debug)]
+struct Root {
+    cg: Option<Value>,
+    node: Value,
+}
+
+impl Object for Root {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "cg" => self.cg.clone(),
+            "node" => Some(self.node.clone()),
+            "KiB" => Some(Value::from(super::KIB)),
+            "MiB" => Some(Value::from(super::MIB)),
+            "GiB" => Some(Value::from(super::GIB)),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        if self.cg.is_some() {
+            Enumerator::Str(&["cg", "node", "KiB", "MiB", "GiB"])
+        } else {
+            Enumerator::Str(&["node", "KiB", "MiB", "GiB"])
+        }
+    }
+}
+
+/// One cgroup's facts, each computed on first use: rules read the same few facts many times.
+#[derive(Debug)]
+pub struct CgroupFacts {
+    model: Arc<Model>,
+    idx: usize,
+    memo: Vec<OnceLock<Option<Value>>>,
+}
+
+impl CgroupFacts {
+    pub fn value(model: &Arc<Model>, idx: usize) -> Value {
+        Value::from_object(CgroupFacts {
+            model: model.clone(),
+            idx,
+            memo: (0..CGROUP_KEYS.len()).map(|_| OnceLock::new()).collect(),
+        })
+    }
+}
+
+impl Object for CgroupFacts {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        let i = cgroup_key(key)?;
+        self.memo[i]
+            .get_or_init(|| cgroup_field(&self.model, self.idx, key))
+            .clone()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(CGROUP_KEYS)
+    }
+}
+
+fn opt<T: Into<Value>>(v: Option<T>) -> Value {
+    v.map_or(Value::from(()), Into::into)
+}
+
+fn limit_bytes(l: Option<Limit>) -> Value {
+    opt(l.and_then(Limit::bytes))
+}
+
+fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
+    let c = &m.cgroups[idx];
+    let flat = |which| {
+        Value::from_object(FlatFacts {
+            model: m.clone(),
+            idx,
+            which,
+        })
+    };
+    Some(match key {
+        "path" => Value::from(c.path.as_str()),
+        "name" => Value::from(c.display_name()),
+        "version" => Value::from(c.version),
+        "depth" => Value::from(c.depth),
+        "is_root" => Value::from(c.path == "/"),
+        "is_leaf" => Value::from(c.children.is_empty()),
+        "holds_own" => Value::from(c.holds_own()),
+        "children_count" => Value::from(c.children.len()),
+        "k8s" => opt(c.k8s.as_ref().map(Value::from_serialize)),
+        "is_k8s" => Value::from(c.k8s.is_some()),
+        "is_pod" => Value::from(c.k8s.as_ref().is_some_and(|k| k.level == "pod")),
+        "is_container" => Value::from(c.k8s.as_ref().is_some_and(|k| k.level == "container")),
+        "usage_bytes" => Value::from(c.usage_bytes.unwrap_or(0)),
+        "limit_bytes" => limit_bytes(c.limit),
+        "effective_limit_bytes" => limit_bytes(c.effective_limit),
+        "limited_by" => opt(c.limited_by.as_deref()),
+        "limited_by_ancestor" => Value::from(limited_by_ancestor(c)),
+        "high_bytes" => limit_bytes(c.high),
+        "peak_bytes" => opt(c.peak_bytes),
+        "failcnt" => opt(c.failcnt),
+        "kmem_bytes" => opt(c.kmem_bytes),
+        "tcp_bytes" => opt(c.tcp_bytes),
+        "memsw_bytes" => opt(c.memsw_bytes),
+        "swap_bytes" => Value::from(c.swap_bytes.unwrap_or(0)),
+        "kernel_bytes" => Value::from(kernel_bytes(c)),
+        "slab_bytes" => opt(slab_bytes(c)),
+        "working_set_bytes" => Value::from(c.cadvisor.working_set_bytes),
+        "cadvisor" => Value::from_serialize(&c.cadvisor),
+        "part" => Value::from_object(PartFacts::of(c)),
+        "remainder_bytes" => Value::from(c.bridge.as_ref().map_or(0, |b| b.remainder_bytes)),
+        "fuzz_bytes" => Value::from(c.bridge.as_ref().map_or(0, |b| b.fuzz_bytes)),
+        "within_fuzz" => Value::from(c.bridge.as_ref().is_none_or(|b| b.within_fuzz)),
+        "gap_vs_rss_bytes" => opt(c.gap_vs_rss_bytes),
+        "gap_vs_anon_bytes" => Value::from(c.gap_vs_anon_bytes.unwrap_or(0)),
+        "usage_ratio" => opt(c.usage_ratio),
+        "working_set_ratio" => opt(c.working_set_ratio),
+        "own_usage_bytes" => opt(c.own_usage_bytes),
+        "children_usage_bytes" => Value::from(
+            c.children
+                .iter()
+                .filter_map(|&k| m.cgroups[k].usage_bytes)
+                .sum::<u64>(),
+        ),
+        "procs" => Value::from_serialize(&c.procs),
+        "own_procs" => Value::from(c.pids.len()),
+        "top_process" => opt(top_process(m, idx).map(Value::from_serialize)),
+        "stat" => flat(Which::Stat),
+        "events" => flat(Which::Events),
+        "events_local" => flat(Which::EventsLocal),
+        "oom_control" => flat(Which::OomControl),
+        "cgroup_stat" => flat(Which::CgroupStat),
+        "pressure" => opt(c.pressure.as_ref().map(Value::from_serialize)),
+        "oom_kills" => opt(oom_kills(c)),
+        "limit_hits" => opt(limit_hits(c)),
+        "high_events" => opt(local_event(c, "high")),
+        "oom_events" => Value::from_serialize(oom_events_of(m, c)),
+        "dying_descendants" => opt(c.cgroup_stat.get("nr_dying_descendants")),
+        "parent" => opt(c.parent.map(|p| CgroupFacts::value(m, p))),
+        _ => return None,
+    })
+}
+
+/// The effective limit comes from an ancestor and is tighter than the cgroup's own.
+pub fn limited_by_ancestor(c: &Cgroup) -> bool {
+    match (c.effective_limit.and_then(Limit::bytes), &c.limited_by) {
+        (Some(eff), Some(by)) => {
+            by != &c.path && c.limit.and_then(Limit::bytes).is_none_or(|own| eff < own)
+        }
+        _ => false,
+    }
+}
+
+/// Kernel memory charged to the cgroup: v1 `kmem.usage_in_bytes`, v2 `kernel` (5.18+) or the
+/// sum of its components on older kernels.
+pub fn kernel_bytes(c: &Cgroup) -> u64 {
+    if c.version == 1 {
+        return c.kmem_bytes.unwrap_or(0);
+    }
+    c.stat.get("kernel").unwrap_or_else(|| {
+        crate::model::bridge::V2_KERNEL_PARTS
+            .iter()
+            .filter_map(|k| c.stat.get(k))
+            .sum()
+    })
+}
+
+/// Slab charged to the cgroup; v1's memory.stat does not report it.
+pub fn slab_bytes(c: &Cgroup) -> Option<u64> {
+    let r = c.stat.get("slab_reclaimable");
+    let u = c.stat.get("slab_unreclaimable");
+    (r.is_some() || u.is_some()).then(|| r.unwrap_or(0) + u.unwrap_or(0))
+}
+
+/// A v2 event counted in this cgroup itself: `memory.events.local` (5.2+), else
+/// `memory.events` (hierarchical since 5.2, so local before it).
+fn local_event(c: &Cgroup, key: &str) -> Option<u64> {
+    if c.version == 1 {
+        return None;
+    }
+    c.events_local.get(key).or_else(|| c.events.get(key))
+}
+
+/// Processes the OOM killer killed in this cgroup itself: v1 `oom_control` `oom_kill`
+/// (4.13+; the kernel prints the local counter), v2 `oom_kill` events.
+pub fn oom_kills(c: &Cgroup) -> Option<u64> {
+    if c.version == 1 {
+        c.oom_control.get("oom_kill")
+    } else {
+        local_event(c, "oom_kill")
+    }
+}
+
+/// Times usage hit the limit: v1 `memory.failcnt`, v2 `max` events.
+pub fn limit_hits(c: &Cgroup) -> Option<u64> {
+    if c.version == 1 {
+        c.failcnt
+    } else {
+        local_event(c, "max")
+    }
+}
+
+/// Kernel-log OOM records naming this cgroup as the one whose limit was hit or the victim's.
+pub fn oom_events_of<'a>(m: &'a Model, c: &Cgroup) -> Vec<&'a crate::parse::oom::OomEvent> {
+    m.oom_events
+        .iter()
+        .filter(|e| {
+            e.oom_memcg.as_deref() == Some(c.path.as_str())
+                || e.task_memcg.as_deref() == Some(c.path.as_str())
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopProcess<'a> {
+    pub pid: u32,
+    pub name: &'a str,
+    pub cmdline: &'a str,
+    pub rss_bytes: u64,
+    pub rss_anon_bytes: u64,
+    /// This process's share of the anonymous RSS of all processes in the subtree.
+    pub anon_share: f64,
+}
+
+/// The process with the most anonymous RSS in the cgroup's subtree.
+pub fn top_process(m: &Model, idx: usize) -> Option<TopProcess<'_>> {
+    let c = &m.cgroups[idx];
+    let p = &m.processes[c.top_process?];
+    let anon = p.rss_anon.unwrap_or(0);
+    Some(TopProcess {
+        pid: p.pid,
+        name: &p.name,
+        cmdline: &p.cmdline,
+        rss_bytes: p.rss.unwrap_or(0),
+        rss_anon_bytes: anon,
+        anon_share: if c.procs.rss_anon > 0 {
+            anon as f64 / c.procs.rss_anon as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Stat,
+    Events,
+    EventsLocal,
+    OomControl,
+    CgroupStat,
+}
+
+/// A raw flat file, key by key; a key the kernel did not write is undefined (use
+/// `| default(0)` for keys that only some kernels have).
+#[derive(Debug)]
+struct FlatFacts {
+    model: Arc<Model>,
+    idx: usize,
+    which: Which,
+}
+
+impl FlatFacts {
+    fn flat(&self) -> &Flat {
+        let c = &self.model.cgroups[self.idx];
+        match self.which {
+            Which::Stat => &c.stat,
+            Which::Events => &c.events,
+            Which::EventsLocal => &c.events_local,
+            Which::OomControl => &c.oom_control,
+            Which::CgroupStat => &c.cgroup_stat,
+        }
+    }
+}
+
+impl Object for FlatFacts {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.flat().get(key.as_str()?).map(Value::from)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<Value> = self
+            .flat()
+            .values
+            .keys()
+            .map(|k| Value::from(k.as_str()))
+            .collect();
+        Enumerator::Values(keys)
+    }
+}
+
+/// `cg.part`: every bridge key, 0 where the kernel reported nothing.
+#[derive(Debug)]
+struct PartFacts {
+    bytes: Vec<u64>,
+}
+
+impl PartFacts {
+    fn of(c: &Cgroup) -> PartFacts {
+        let mut bytes = vec![0; PART_KEYS.len()];
+        if let Some(b) = &c.bridge {
+            // Parts first: a key in both a part and an overlap reads as the part.
+            for p in b.beside.iter().chain(&b.overlaps).chain(&b.parts) {
+                if let Some(i) = part_key(p.key) {
+                    bytes[i] = p.bytes;
+                }
+            }
+        }
+        PartFacts { bytes }
+    }
+}
+
+impl Object for PartFacts {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        part_key(key.as_str()?).map(|i| Value::from(self.bytes[i]))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(PART_KEYS)
+    }
+}
+
+/// The node as rules see it; built once per model.
+#[derive(Debug, Default, Serialize)]
+pub struct NodeFacts<'a> {
+    pub hostname: &'a str,
+    pub kernel_release: &'a str,
+    pub kernel_major: u64,
+    pub kernel_minor: u64,
+    pub cgroup_mode: &'static str,
+    pub cpus: u64,
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: Option<u64>,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub meminfo: Option<&'a std::collections::BTreeMap<String, u64>>,
+    /// The node breakdown by key (`anon`, `page_cache`, `shmem`, `slab_reclaimable`, ...).
+    pub part: std::collections::BTreeMap<&'static str, u64>,
+    pub slab_total_bytes: u64,
+    pub slab_top: Vec<&'a crate::parse::slabinfo::SlabCache>,
+    pub dentry_slab_bytes: Option<u64>,
+    pub inode_slab_bytes: u64,
+    pub dentry: Option<crate::parse::misc::DentryState>,
+    pub negative_dentries: Option<u64>,
+    pub negative_dentry_bytes: Option<u64>,
+    pub shm_segments: usize,
+    pub shm_orphaned_count: usize,
+    pub shm_orphaned_bytes: u64,
+    pub tmpfs_used_bytes: u64,
+    pub tmpfs: Vec<&'a memgap_collector::bundle::TmpfsUsage>,
+    pub thp_enabled: Option<&'a str>,
+    pub psi: Option<&'a crate::parse::nested::Psi>,
+    pub memory_cgroups_kernel: Option<u64>,
+    pub memory_cgroups_live: u64,
+    pub dying_cgroups: Option<u64>,
+    pub vm: Option<&'a std::collections::BTreeMap<String, String>>,
+    pub oom_events: Vec<&'a crate::parse::oom::OomEvent>,
+}
+
+/// Parts of the node breakdown, always present (0 when absent) so rules can read them.
+pub const NODE_PART_KEYS: &[&str] = &[
+    "anon",
+    "page_cache",
+    "shmem",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "kernel_stack",
+    "page_tables",
+    "percpu",
+    "swap_cached",
+    "hugetlb",
+    "free",
+    "other",
+];
+
+pub fn node_facts(m: &Model) -> NodeFacts<'_> {
+    let n = &m.node;
+    let (major, minor) = crate::model::kernel_version(&m.bundle.kernel_release).unwrap_or((0, 0));
+    let mut part: std::collections::BTreeMap<&'static str, u64> =
+        NODE_PART_KEYS.iter().map(|k| (*k, 0)).collect();
+    for p in &n.breakdown {
+        part.insert(p.key, p.bytes);
+    }
+    NodeFacts {
+        hostname: &m.bundle.hostname,
+        kernel_release: &m.bundle.kernel_release,
+        kernel_major: major,
+        kernel_minor: minor,
+        cgroup_mode: m.bundle.cgroup_mode.name(),
+        cpus: n.cpus,
+        mem_total_bytes: n.mem_total_bytes,
+        mem_available_bytes: n.mem_available_bytes,
+        swap_total_bytes: n.swap_total_bytes,
+        swap_used_bytes: n.swap_used_bytes,
+        meminfo: Some(&n.meminfo),
+        part,
+        slab_total_bytes: n.slab_total_bytes,
+        slab_top: n.slab_top.iter().collect(),
+        dentry_slab_bytes: n.dentry_slab_bytes,
+        inode_slab_bytes: n.inode_slab_bytes,
+        dentry: n.dentry,
+        negative_dentries: n.negative_dentries,
+        negative_dentry_bytes: n.negative_dentry_bytes,
+        shm_segments: n.shm_segments.len(),
+        shm_orphaned_count: n.shm_segments.iter().filter(|s| s.nattch == 0).count(),
+        shm_orphaned_bytes: n.shm_orphaned_bytes,
+        tmpfs_used_bytes: n.tmpfs_used_bytes,
+        tmpfs: n.tmpfs.iter().collect(),
+        thp_enabled: n.thp_enabled.as_deref(),
+        psi: n.psi.as_ref(),
+        memory_cgroups_kernel: n.memory_cgroups_kernel,
+        memory_cgroups_live: n.memory_cgroups_live,
+        dying_cgroups: n.dying_cgroups,
+        vm: Some(&n.vm),
+        oom_events: m.oom_events.iter().collect(),
+    }
+}
+
+/// The names of `node`'s fields, for checking rules when they load.
+pub fn node_keys() -> Vec<String> {
+    match serde_json::to_value(NodeFacts::default()) {
+        Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_key_has_a_label() {
+        for k in PART_KEYS {
+            assert_ne!(crate::model::bridge::label(k), "other", "{k}");
+        }
+    }
+}
