@@ -6,6 +6,7 @@
 //! (JSON, text).
 
 pub mod format;
+pub mod html;
 pub mod model;
 pub mod output;
 pub mod parse;
@@ -24,12 +25,16 @@ pub struct Analysis {
     pub findings: Vec<rules::Finding>,
     /// The bundle's problems, then rules that failed at run time.
     pub diagnostics: Vec<reader::Diagnostic>,
+    /// The bundle's entries (for the report's appendix); empty for a model built elsewhere.
+    pub entries: Vec<reader::EntryInfo>,
 }
 
 impl Analysis {
     /// Builds the model of the bundle's latest snapshot and applies the rules.
     pub fn of(b: &reader::Bundle, rules: &rules::RuleSet) -> Analysis {
-        Self::of_model(model::build(b), rules)
+        let mut a = Self::of_model(model::build(b), rules);
+        a.entries = b.entries.clone();
+        a
     }
 
     pub fn of_model(m: model::Model, rules: &rules::RuleSet) -> Analysis {
@@ -41,6 +46,7 @@ impl Analysis {
             model,
             findings: out.findings,
             diagnostics,
+            entries: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use memgap_analyzer::rules::{self, RuleSet, Severity};
-use memgap_analyzer::{output, reader, Analysis};
+use memgap_analyzer::{html, output, reader, Analysis};
 
 /// Explain why containers' memory usage exceeds their processes' RSS, from memgap bundles.
 #[derive(Parser, Debug)]
@@ -91,8 +91,12 @@ struct ReportArgs {
     /// Output file; `-` for standard output (the default)
     #[arg(short, long, default_value = "-")]
     output: PathBuf,
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format [default: html when the output ends in .html or is a directory, else text]
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    /// Directory of report templates overriding the built-in ones, file by file
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
     /// Cgroups listed in the text summary
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -106,10 +110,11 @@ struct ReportArgs {
     fail_on: Option<Severity>,
 }
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, ValueEnum)]
 enum Format {
     Text,
     Json,
+    Html,
 }
 
 fn main() -> ExitCode {
@@ -139,36 +144,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = a.rules.load()?;
+    let to_stdout = a.output.as_os_str() == "-";
+    let to_dir = !to_stdout && (a.output.is_dir() || a.output.to_string_lossy().ends_with('/'));
+    let format = a.format.unwrap_or(
+        if to_dir || a.output.extension().is_some_and(|e| e == "html") {
+            Format::Html
+        } else {
+            Format::Text
+        },
+    );
+    let templates = match format {
+        Format::Html => Some(html::Templates::load(a.templates.as_deref())?),
+        _ => None,
+    };
+    if format == Format::Html && !to_dir && a.bundles.len() > 1 {
+        anyhow::bail!(
+            "{} bundles give one page each: use -o DIR/",
+            a.bundles.len()
+        );
+    }
     let mut analyses = Vec::new();
     let mut failed = false;
     for path in &a.bundles {
         match reader::read(path, &reader::Limits::default()) {
-            Ok(b) => analyses.push(Analysis::of(&b, &rules)),
+            Ok(b) => {
+                let mut x = Analysis::of(&b, &rules);
+                x.findings.retain(|f| f.severity >= a.min_severity);
+                analyses.push((path, x));
+            }
             Err(e) => {
                 eprintln!("memgap: error: {e}");
                 failed = true;
             }
         }
     }
-    let bytes = match a.format {
-        Format::Json => output::json(&analyses, a.min_severity)?,
-        Format::Text => analyses
-            .iter()
-            .map(|x| output::text(x, a.top, a.min_severity))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .into_bytes(),
-    };
-    if a.output.as_os_str() == "-" {
-        std::io::stdout().lock().write_all(&bytes)?;
-    } else {
-        std::fs::write(&a.output, &bytes)
-            .with_context(|| format!("writing {}", a.output.display()))?;
+    let only: Vec<Analysis> = analyses.iter().map(|(_, x)| x.clone()).collect();
+    match format {
+        Format::Html if to_dir => {
+            std::fs::create_dir_all(&a.output)
+                .with_context(|| format!("creating {}", a.output.display()))?;
+            let t = templates.as_ref().expect("loaded for html");
+            for (path, x) in &analyses {
+                let page = a.output.join(format!("{}.html", page_name(path)));
+                write_output(&page, t.report(x)?.as_bytes())?;
+            }
+        }
+        Format::Html => {
+            if let Some((_, x)) = analyses.first() {
+                let t = templates.as_ref().expect("loaded for html");
+                write_output(&a.output, t.report(x)?.as_bytes())?;
+            }
+        }
+        Format::Json => write_output(&a.output, &output::json(&only, a.min_severity)?)?,
+        Format::Text => {
+            let text: Vec<String> = only
+                .iter()
+                .map(|x| output::text(x, a.top, a.min_severity))
+                .collect();
+            write_output(&a.output, text.join("\n").as_bytes())?;
+        }
     }
     let alarm = a.fail_on.is_some_and(|min| {
         analyses
             .iter()
-            .any(|x| rules::engine::at_least(&x.findings, min).next().is_some())
+            .any(|(_, x)| rules::engine::at_least(&x.findings, min).next().is_some())
     });
     Ok(if failed {
         ExitCode::from(2)
@@ -177,6 +216,59 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A page's file name from its bundle's: the last path component without `.tar.gz`, reduced
+/// to safe characters, so nothing is written outside the output directory.
+fn page_name(bundle: &std::path::Path) -> String {
+    let name = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name
+        .trim_end_matches(".tar.gz")
+        .trim_end_matches(".tgz")
+        .to_string();
+    let safe: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match safe.trim_start_matches('.') {
+        "" => "bundle".into(),
+        s => s.to_string(),
+    }
+}
+
+/// Writes to standard output (`-`) or a file, replaced whole (a temporary file renamed).
+fn write_output(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(bytes)?;
+        return Ok(());
+    }
+    // A device or FIFO (`-o /dev/null`) is written in place: renaming over it would replace it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new(".")))
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A report is an ordinary file (the temporary file starts private).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn rules_cmd(cmd: RulesCmd) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,7 @@
 //! `memgap` end to end.
 
+mod common;
+
 use assert_cmd::Command;
 use memgap_collector::synth::{self, Spec, Version};
 
@@ -23,7 +25,7 @@ fn memgap() -> Command {
 
 #[test]
 fn text_and_json_reports() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     let b = bundle(d.path(), Version::V2);
     let out = memgap().args(["report"]).arg(&b).output().unwrap();
     assert!(out.status.success());
@@ -43,7 +45,7 @@ fn text_and_json_reports() {
 
 #[test]
 fn one_bad_bundle_does_not_stop_the_others_and_sets_exit_2() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     let good = bundle(d.path(), Version::V1);
     let bad = d.path().join("bad.tar.gz");
     std::fs::write(&bad, b"not a bundle").unwrap();
@@ -90,7 +92,7 @@ fn rules_list_and_test_and_broken_rule_files() {
     let out = memgap().args(["rules", "list"]).output().unwrap();
     let list = String::from_utf8(out.stdout).unwrap();
     assert!(list.contains("shmem-without-processes") && list.contains("negative-dentries"));
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     std::fs::write(
         d.path().join("mine.toml"),
         "[[rule]]\nid = \"x\"\ntitle = \"t\"\ncause = \"c\"\nseverity = \"info\"\nscope = \"cgroup\"\n\
@@ -112,7 +114,7 @@ fn rules_list_and_test_and_broken_rule_files() {
 
 #[test]
 fn findings_in_json_and_text_with_severity_filters_and_fail_on() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     let b = bundle(d.path(), Version::V1);
     let out = memgap()
         .args(["report", "--format", "json"])
@@ -158,4 +160,80 @@ fn findings_in_json_and_text_with_severity_filters_and_fail_on() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn html_reports_to_a_file_a_directory_and_with_overridden_templates() {
+    let d = common::scratch();
+    let b = bundle(d.path(), Version::V2);
+    let page = d.path().join("out/report.html");
+    let out = memgap()
+        .args(["report"])
+        .arg(&b)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("synth-node-1"));
+    // A directory: one page per bundle, named after it.
+    let dir = d.path().join("pages/");
+    let out = memgap()
+        .args(["report"])
+        .arg(&b)
+        .arg("-o")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("b.html").exists());
+    // Several bundles cannot share one page.
+    let out = memgap()
+        .args(["report"])
+        .arg(&b)
+        .arg(&b)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // --templates replaces a template by name.
+    let t = d.path().join("tmpl");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("report.html"),
+        "<p>{{ r.bundle.hostname }} has {{ r.counts.cgroups }} cgroups</p>",
+    )
+    .unwrap();
+    let out = memgap()
+        .args(["report", "--format", "html", "-o", "-", "--templates"])
+        .arg(&t)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("<p>synth-node-1 has "));
+    // A broken template is an error naming it.
+    std::fs::write(t.join("report.html"), "{{ r.no_such_thing }}").unwrap();
+    let out = memgap()
+        .args(["report", "--format", "html", "-o", "-", "--templates"])
+        .arg(&t)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report.html"));
 }

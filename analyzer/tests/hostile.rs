@@ -1,12 +1,14 @@
 //! Bundles from strangers: every malformed or hostile shape gives a clear error or a
 //! diagnostic naming the bundle and file, never a panic, and the rest is still analyzed.
 
+mod common;
+
 use memgap_analyzer::model;
 use memgap_analyzer::reader::{self, BundleError, Limits};
 use memgap_collector::synth::{self, Spec, Version};
 
 fn good_bundle() -> Vec<u8> {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     synth::generate(d.path(), &Spec::new(Version::V1, 20, 4)).unwrap();
     let cfg = memgap_collector::Config {
         root: d.path().to_path_buf(),

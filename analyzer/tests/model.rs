@@ -11,7 +11,7 @@ use memgap_collector::synth::{self, Spec, Version};
 
 #[test]
 fn synthetic_v1_node_every_identity_holds() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     let s = synth::generate(d.path(), &Spec::new(Version::V1, 80, 30)).unwrap();
     let m = model_of(&collect(d.path()));
     assert!(m.diagnostics.is_empty(), "{:?}", m.diagnostics);
@@ -52,7 +52,7 @@ fn synthetic_v1_node_every_identity_holds() {
 
 #[test]
 fn synthetic_v2_node_identities_limits_and_names() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     synth::generate(d.path(), &Spec::new(Version::V2, 60, 20)).unwrap();
     let m = model_of(&collect(d.path()));
     assert!(m.diagnostics.is_empty(), "{:?}", m.diagnostics);

@@ -142,7 +142,7 @@ fn real_v2_scope_with_pressure_data() {
 
 #[test]
 fn synthetic_node_findings_are_consistent_with_its_model() {
-    let d = tempfile::tempdir().unwrap();
+    let d = common::scratch();
     synth::generate(d.path(), &Spec::new(Version::V1, 300, 120)).unwrap();
     let m = model_of(&collect(d.path()));
     let a = Analysis::of_model(m, &builtin());
@@ -221,7 +221,7 @@ name = "near miss"
 fire = false
 cg = { stat = { no_such_key = 0 } }
 "#;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     std::fs::write(dir.path().join("broken.toml"), broken).unwrap();
     let set = RuleSet::with_dir(dir.path()).unwrap();
     let d = real_v1_dir();

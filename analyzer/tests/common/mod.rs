@@ -38,7 +38,7 @@ pub fn copy_tree(src: &Path, dest: &Path) {
 /// A v1 node from real captures: the 6.18 root memory cgroup, the EKS container of amzn2, and
 /// the scratch cgroup (48 MiB of shmem, no process) after its process exited.
 pub fn real_v1_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
+    let d = scratch();
     let r = d.path();
     let f = |p: &str| PathBuf::from(FIXTURES).join(p);
     copy_tree(&f("localhost-v1/proc"), &r.join("proc"));
@@ -64,7 +64,7 @@ pub fn real_v1_dir() -> tempfile::TempDir {
 
 /// An unpacked v2 bundle holding one real session scope (docker2 capture, kernel ~6.5).
 pub fn real_v2_scope_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
+    let d = scratch();
     let scope = "sys/fs/cgroup/user.slice/user-1000.slice/session-520.scope";
     copy_tree(&PathBuf::from(FIXTURES).join("elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/docker2.zip/docker2").join(scope), &d.path().join(scope));
     std::fs::write(
@@ -73,4 +73,14 @@ pub fn real_v2_scope_dir() -> tempfile::TempDir {
     )
     .unwrap();
     d
+}
+
+/// A scratch directory, on tmpfs when there is one: synthetic nodes are thousands of small
+/// files, and creating them on an overlay root file system costs far more than the test.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("memgap-test-")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
 }
