@@ -5,6 +5,7 @@
 //! -> [`model`] (node, cgroup tree, derived values) -> [`rules`] (findings) -> [`output`]
 //! (JSON, text).
 
+pub mod batch;
 pub mod format;
 pub mod html;
 pub mod model;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use memgap_analyzer::rules::{self, RuleSet, Severity};
-use memgap_analyzer::{html, output, reader, Analysis};
+use memgap_analyzer::{batch, html, output, reader, Analysis};
 
 /// Explain why containers' memory usage exceeds their processes' RSS, from memgap bundles.
 #[derive(Parser, Debug)]
@@ -35,6 +35,18 @@ enum Cmd {
     Rules {
         #[command(subcommand)]
         cmd: RulesCmd,
+    },
+    /// Join the output directories of `report --shard` runs into one index
+    Merge {
+        /// Output directories of the shards, in order
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Directory to write the merged index, pages and JSON lines to
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Directory of report templates overriding the built-in ones
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
     },
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
@@ -85,12 +97,20 @@ impl RulesArg {
 
 #[derive(clap::Args, Debug)]
 struct ReportArgs {
-    /// Bundles to analyze
+    /// Bundles to analyze (.tar.gz files, unpacked bundle directories, or directories searched
+    /// for bundles)
     #[arg(required = true)]
     bundles: Vec<PathBuf>,
-    /// Output file; `-` for standard output (the default)
+    /// Output file, or directory for a batch (index.html, a page per bundle, findings.jsonl);
+    /// `-` for standard output (the default)
     #[arg(short, long, default_value = "-")]
     output: PathBuf,
+    /// Analyze only shard K of N (1-based), chosen by a stable hash of each bundle's name
+    #[arg(long, value_name = "K/N")]
+    shard: Option<batch::Shard>,
+    /// In a batch, write only the index and the JSON lines, no page per bundle
+    #[arg(long)]
+    no_pages: bool,
     /// Output format [default: html when the output ends in .html or is a directory, else text]
     #[arg(short, long, value_enum)]
     format: Option<Format>,
@@ -131,6 +151,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Report(a) => report(a),
         Cmd::Rules { cmd } => rules_cmd(cmd),
+        Cmd::Merge {
+            shards,
+            output,
+            templates,
+        } => {
+            let t = html::Templates::load(templates.as_deref())?;
+            let o = batch::merge(&shards, &output, &t)?;
+            eprintln!(
+                "memgap: merged {} bundle(s) from {} shard(s) into {}",
+                o.bundles,
+                shards.len(),
+                output.join("index.html").display()
+            );
+            Ok(if o.failed > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "memgap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -144,8 +183,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = a.rules.load()?;
+    let searched = a.bundles.iter().any(|p| p.is_dir() && !batch::is_bundle(p));
+    let mut inputs = batch::discover(&a.bundles);
+    if let Some(s) = a.shard {
+        inputs.retain(|i| s.has(i));
+    }
+    if inputs.is_empty() && a.shard.is_none() {
+        anyhow::bail!("no bundles found in the given paths");
+    }
     let to_stdout = a.output.as_os_str() == "-";
-    let to_dir = !to_stdout && (a.output.is_dir() || a.output.to_string_lossy().ends_with('/'));
+    let to_dir = !to_stdout
+        && (a.output.is_dir()
+            || a.output.to_string_lossy().ends_with('/')
+            || (a.output.extension().is_none() && (searched || inputs.len() > 1)));
     let format = a.format.unwrap_or(
         if to_dir || a.output.extension().is_some_and(|e| e == "html") {
             Format::Html
@@ -157,20 +207,50 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         Format::Html => Some(html::Templates::load(a.templates.as_deref())?),
         _ => None,
     };
-    if format == Format::Html && !to_dir && a.bundles.len() > 1 {
-        anyhow::bail!(
-            "{} bundles give one page each: use -o DIR/",
-            a.bundles.len()
+    let fails = |worst: Option<Severity>| a.fail_on.is_some_and(|min| worst >= Some(min));
+    if format == Format::Html && to_dir {
+        let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::ProgressBar::new(inputs.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bundles ({eta} left)",
+                )
+                .expect("a valid template"),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let o = batch::run(
+            &inputs,
+            &batch::Options {
+                out: &a.output,
+                rules: &rules,
+                templates: templates.as_ref().expect("loaded for html"),
+                min_severity: a.min_severity,
+                limits: reader::Limits::default(),
+                pages: !a.no_pages,
+            },
+            &progress,
+        )?;
+        progress.finish_and_clear();
+        eprintln!(
+            "memgap: {} bundle(s), {} failed; wrote {}",
+            o.bundles,
+            o.failed,
+            a.output.join("index.html").display()
         );
+        return Ok(exit_code(o.failed > 0, fails(o.worst)));
+    }
+    if format == Format::Html && inputs.len() > 1 {
+        anyhow::bail!("{} bundles give one page each: use -o DIR/", inputs.len());
     }
     let mut analyses = Vec::new();
     let mut failed = false;
-    for path in &a.bundles {
-        match reader::read(path, &reader::Limits::default()) {
+    for input in &inputs {
+        match reader::read(&input.path, &reader::Limits::default()) {
             Ok(b) => {
                 let mut x = Analysis::of(&b, &rules);
                 x.findings.retain(|f| f.severity >= a.min_severity);
-                analyses.push((path, x));
+                analyses.push(x);
             }
             Err(e) => {
                 eprintln!("memgap: error: {e}");
@@ -178,70 +258,37 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let only: Vec<Analysis> = analyses.iter().map(|(_, x)| x.clone()).collect();
     match format {
-        Format::Html if to_dir => {
-            std::fs::create_dir_all(&a.output)
-                .with_context(|| format!("creating {}", a.output.display()))?;
-            let t = templates.as_ref().expect("loaded for html");
-            for (path, x) in &analyses {
-                let page = a.output.join(format!("{}.html", page_name(path)));
-                write_output(&page, t.report(x)?.as_bytes())?;
-            }
-        }
         Format::Html => {
-            if let Some((_, x)) = analyses.first() {
+            if let Some(x) = analyses.first() {
                 let t = templates.as_ref().expect("loaded for html");
                 write_output(&a.output, t.report(x)?.as_bytes())?;
             }
         }
-        Format::Json => write_output(&a.output, &output::json(&only, a.min_severity)?)?,
+        Format::Json => write_output(&a.output, &output::json(&analyses, a.min_severity)?)?,
         Format::Text => {
-            let text: Vec<String> = only
+            let text: Vec<String> = analyses
                 .iter()
                 .map(|x| output::text(x, a.top, a.min_severity))
                 .collect();
             write_output(&a.output, text.join("\n").as_bytes())?;
         }
     }
-    let alarm = a.fail_on.is_some_and(|min| {
-        analyses
-            .iter()
-            .any(|(_, x)| rules::engine::at_least(&x.findings, min).next().is_some())
-    });
-    Ok(if failed {
+    let worst = analyses
+        .iter()
+        .flat_map(|x| x.findings.iter().map(|f| f.severity))
+        .max();
+    Ok(exit_code(failed, fails(worst)))
+}
+
+/// 2 when a bundle could not be analyzed, 1 when a finding reached `--fail-on`, else 0.
+fn exit_code(failed: bool, alarm: bool) -> ExitCode {
+    if failed {
         ExitCode::from(2)
     } else if alarm {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-/// A page's file name from its bundle's: the last path component without `.tar.gz`, reduced
-/// to safe characters, so nothing is written outside the output directory.
-fn page_name(bundle: &std::path::Path) -> String {
-    let name = bundle
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name
-        .trim_end_matches(".tar.gz")
-        .trim_end_matches(".tgz")
-        .to_string();
-    let safe: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match safe.trim_start_matches('.') {
-        "" => "bundle".into(),
-        s => s.to_string(),
     }
 }
 

@@ -90,22 +90,31 @@ impl Templates {
                     message: describe(&e),
                 })?;
         }
-        env.get_template("report.html")
-            .map_err(|e| TemplateError::Compile {
-                name: "report.html".into(),
+        for page in ["report.html", "index.html"] {
+            env.get_template(page).map_err(|e| TemplateError::Compile {
+                name: page.into(),
                 message: describe(&e),
             })?;
+        }
         Ok(Templates { env })
     }
 
     /// Renders one bundle's report page.
     pub fn report(&self, a: &Analysis) -> Result<String, TemplateError> {
-        let v = view::build(a);
+        self.render("report.html", &view::build(a))
+    }
+
+    /// Renders a page template with its view as `r`.
+    pub fn render(
+        &self,
+        name: &str,
+        view: &impl serde::Serialize,
+    ) -> Result<String, TemplateError> {
         self.env
-            .get_template("report.html")
-            .and_then(|t| t.render(minijinja::context! { r => Value::from_serialize(&v) }))
+            .get_template(name)
+            .and_then(|t| t.render(minijinja::context! { r => Value::from_serialize(view) }))
             .map_err(|e| TemplateError::Compile {
-                name: "report.html".into(),
+                name: name.into(),
                 message: describe(&e),
             })
     }

@@ -1,0 +1,596 @@
+//! Batch review: many bundles into one output directory (`index.html`, one page per bundle,
+//! `findings.jsonl`, `bundles.jsonl`), in parallel with memory bounded by a few bundles at a
+//! time; deterministic shards of the input for batch schedulers, and merging of shards.
+//!
+//! The JSON lines are documented in `docs/batch.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::html::Templates;
+use crate::rules::{RuleSet, Severity};
+use crate::{reader, Analysis};
+
+/// One bundle to analyze and the name it goes by in the output.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Input {
+    pub path: PathBuf,
+    /// Display name: the path as given, or relative to the directory it was found in.
+    pub name: String,
+}
+
+/// Whether a path is a bundle: a `.tar.gz`/`.tgz` file or an unpacked bundle directory.
+pub fn is_bundle(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    (p.is_file() && (s.ends_with(".tar.gz") || s.ends_with(".tgz")))
+        || (p.is_dir() && p.join(memgap_collector::bundle::MANIFEST).is_file())
+}
+
+/// Expands the command line into bundles: files as given, directories searched for bundles
+/// (an unpacked bundle is not searched further). Sorted by name, duplicates removed.
+pub fn discover(args: &[PathBuf]) -> Vec<Input> {
+    let mut out = BTreeSet::new();
+    for a in args {
+        if !a.is_dir() || is_bundle(a) {
+            out.insert(Input {
+                path: a.clone(),
+                name: a.display().to_string(),
+            });
+            continue;
+        }
+        let mut it = walkdir::WalkDir::new(a)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(e) = it.next() {
+            let Ok(e) = e else { continue };
+            if e.depth() == 0 {
+                continue;
+            }
+            if is_bundle(e.path()) {
+                if e.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                let rel = e.path().strip_prefix(a).unwrap_or(e.path());
+                out.insert(Input {
+                    path: e.path().to_path_buf(),
+                    name: Path::new(&a.file_name().unwrap_or_default())
+                        .join(rel)
+                        .display()
+                        .to_string(),
+                });
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// A shard `K/N` (1-based K).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/8")?;
+        let k: u32 = k.trim().parse().map_err(|_| format!("bad K in {s:?}"))?;
+        let n: u32 = n.trim().parse().map_err(|_| format!("bad N in {s:?}"))?;
+        if n == 0 || k == 0 || k > n {
+            return Err(format!("{s:?}: need 1 <= K <= N"));
+        }
+        Ok(Shard { k, n })
+    }
+}
+
+impl Shard {
+    /// Whether an input belongs to this shard: by a stable hash of its name, so every worker
+    /// of a batch job computes the same split without coordinating.
+    pub fn has(&self, input: &Input) -> bool {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in input.name.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % u64::from(self.n) == u64::from(self.k - 1)
+    }
+}
+
+/// One line of `bundles.jsonl`: a bundle's summary, or the error that stopped it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleLine {
+    pub bundle: String,
+    /// The report page, relative to the output directory.
+    pub page: Option<String>,
+    pub host: String,
+    pub collected_at: String,
+    pub kernel: String,
+    pub cgroup_mode: String,
+    pub cgroups: usize,
+    pub processes: usize,
+    pub critical: usize,
+    pub warning: usize,
+    pub info: usize,
+    pub worst: Option<Severity>,
+    /// The most severe, then largest, findings.
+    pub top: Vec<Headline>,
+    /// Problems reading the bundle or applying rules (the bundle was still analyzed).
+    pub diagnostics: usize,
+    /// Why the bundle could not be analyzed at all.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Headline {
+    pub subject: String,
+    pub rule: String,
+    pub title: String,
+    pub severity: Severity,
+    pub bytes: Option<u64>,
+}
+
+/// One line of `findings.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FindingLine {
+    pub bundle: String,
+    pub page: Option<String>,
+    pub host: String,
+    pub collected_at: String,
+    pub rule: String,
+    pub title: String,
+    pub cause: String,
+    pub severity: Severity,
+    pub scope: String,
+    pub subject: String,
+    pub cgroup: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub qos: Option<String>,
+    pub bytes: Option<u64>,
+    pub rank: usize,
+    pub summary: String,
+    pub evidence: indexmap::IndexMap<String, serde_json::Value>,
+}
+
+/// Per rule, over a batch: where it fired.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleStat {
+    pub rule: String,
+    pub title: String,
+    pub severity: Option<Severity>,
+    pub bundles: BTreeSet<String>,
+    /// Pages of the first bundles it fired in, for links.
+    pub pages: BTreeMap<String, String>,
+    pub subjects: usize,
+    pub bytes: u64,
+}
+
+/// Accumulates per-rule statistics from finding lines (a batch run or a merge).
+#[derive(Debug, Default)]
+pub struct RuleStats(BTreeMap<String, RuleStat>);
+
+impl RuleStats {
+    pub fn add(&mut self, f: &FindingLine) {
+        let s = self.0.entry(f.rule.clone()).or_default();
+        s.rule.clone_from(&f.rule);
+        s.title.clone_from(&f.title);
+        s.severity = s.severity.max(Some(f.severity));
+        if s.bundles.insert(f.bundle.clone()) && s.pages.len() < 20 {
+            if let Some(p) = &f.page {
+                s.pages.insert(f.bundle.clone(), p.clone());
+            }
+        }
+        s.subjects += 1;
+        s.bytes += f.bytes.unwrap_or(0);
+    }
+
+    /// Most severe first, then by how many bundles.
+    pub fn sorted(self) -> Vec<RuleStat> {
+        let mut v: Vec<RuleStat> = self.0.into_values().collect();
+        v.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.bundles.len().cmp(&a.bundles.len()))
+                .then(a.rule.cmp(&b.rule))
+        });
+        v
+    }
+}
+
+pub struct Options<'a> {
+    pub out: &'a Path,
+    pub rules: &'a RuleSet,
+    pub templates: &'a Templates,
+    pub min_severity: Severity,
+    pub limits: reader::Limits,
+    /// Write a report page per bundle (the index and JSON lines are always written).
+    pub pages: bool,
+}
+
+/// What a batch run produced, for the exit code.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub bundles: usize,
+    pub failed: usize,
+    /// The most severe finding seen.
+    pub worst: Option<Severity>,
+}
+
+/// Analyzes every input into `out`: pages under `bundles/`, the JSON lines, and the index.
+/// Bundles are processed a few at a time in parallel; results are written in input order.
+pub fn run(
+    inputs: &[Input],
+    o: &Options<'_>,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Outcome> {
+    use anyhow::Context as _;
+    use rayon::prelude::*;
+    std::fs::create_dir_all(o.out.join("bundles"))
+        .with_context(|| format!("creating {}", o.out.display()))?;
+    let names = page_names(inputs);
+    let mut findings_out = std::io::BufWriter::new(create(&o.out.join("findings.jsonl"))?);
+    let mut bundles_out = std::io::BufWriter::new(create(&o.out.join("bundles.jsonl"))?);
+    let mut stats = RuleStats::default();
+    let mut rows = Vec::with_capacity(inputs.len());
+    let mut outcome = Outcome::default();
+    let chunk = (rayon::current_num_threads() * 2).max(2);
+    let jobs: Vec<(&Input, &String)> = inputs.iter().zip(&names).collect();
+    for batch in jobs.chunks(chunk) {
+        let done: Vec<(BundleLine, Vec<FindingLine>)> = batch
+            .par_iter()
+            .map(|(input, page)| {
+                let r = one(input, page, o);
+                progress.inc(1);
+                r
+            })
+            .collect();
+        for (row, lines) in done {
+            outcome.bundles += 1;
+            if let Some(e) = &row.error {
+                outcome.failed += 1;
+                progress.suspend(|| eprintln!("memgap: error: {e}"));
+            }
+            outcome.worst = outcome.worst.max(row.worst);
+            for l in &lines {
+                stats.add(l);
+                serde_json::to_writer(&mut findings_out, l)?;
+                findings_out.write_all(b"\n")?;
+            }
+            serde_json::to_writer(&mut bundles_out, &row)?;
+            bundles_out.write_all(b"\n")?;
+            rows.push(row);
+        }
+    }
+    findings_out.flush()?;
+    bundles_out.flush()?;
+    write_index(o.out, o.templates, &rows, stats.sorted())?;
+    Ok(outcome)
+}
+
+fn create(p: &Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context as _;
+    std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))
+}
+
+/// Page file names (`bundles/NAME.html`): from the bundle's name, safe characters only, unique.
+fn page_names(inputs: &[Input]) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    inputs
+        .iter()
+        .map(|i| {
+            let stem = i
+                .name
+                .trim_end_matches('/')
+                .trim_end_matches(".tar.gz")
+                .trim_end_matches(".tgz");
+            let mut safe: String = stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            safe = safe.trim_start_matches(['.', '_']).to_string();
+            if safe.is_empty() {
+                safe = "bundle".into();
+            }
+            let n = seen.entry(safe.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                safe = format!("{safe}-{n}");
+            }
+            format!("bundles/{safe}.html")
+        })
+        .collect()
+}
+
+/// One bundle: analyze, write its page, summarize. A panic in here (a bug met by a strange
+/// bundle) becomes that bundle's error row, not the end of the batch.
+fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<FindingLine>) {
+    let run = || -> Result<(BundleLine, Vec<FindingLine>), String> {
+        let b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
+        let mut a = Analysis::of(&b, o.rules);
+        drop(b);
+        a.findings.retain(|f| f.severity >= o.min_severity);
+        if !o.pages {
+            return Ok(summarize(&input.name, None, &a));
+        }
+        let html = o
+            .templates
+            .report(&a)
+            .map_err(|e| format!("{}: {e}", input.name))?;
+        std::fs::write(o.out.join(page), html)
+            .map_err(|e| format!("{}: writing {page}: {e}", input.name))?;
+        Ok(summarize(&input.name, Some(page), &a))
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => (error_line(&input.name, e), Vec::new()),
+        Err(_) => (
+            error_line(
+                &input.name,
+                format!(
+                    "{}: internal error while analyzing (please report it)",
+                    input.name
+                ),
+            ),
+            Vec::new(),
+        ),
+    }
+}
+
+fn error_line(bundle: &str, error: String) -> BundleLine {
+    BundleLine {
+        bundle: bundle.to_string(),
+        page: None,
+        host: String::new(),
+        collected_at: String::new(),
+        kernel: String::new(),
+        cgroup_mode: String::new(),
+        cgroups: 0,
+        processes: 0,
+        critical: 0,
+        warning: 0,
+        info: 0,
+        worst: None,
+        top: Vec::new(),
+        diagnostics: 0,
+        error: Some(error),
+    }
+}
+
+/// A bundle's line and its findings' lines.
+pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine, Vec<FindingLine>) {
+    let m = &a.model;
+    let b = &m.bundle;
+    let count = |s| a.findings.iter().filter(|f| f.severity == s).count();
+    let mut top: Vec<&crate::rules::Finding> = a.findings.iter().collect();
+    top.sort_by(|x, y| {
+        y.severity
+            .cmp(&x.severity)
+            .then(y.bytes.unwrap_or(0).cmp(&x.bytes.unwrap_or(0)))
+    });
+    let line = BundleLine {
+        bundle: bundle.to_string(),
+        page: page.map(str::to_string),
+        host: b.hostname.clone(),
+        collected_at: b.collected_at.clone(),
+        kernel: b.kernel_release.clone(),
+        cgroup_mode: b.cgroup_mode.name().to_string(),
+        cgroups: m.cgroups.len(),
+        processes: m.processes.len(),
+        critical: count(Severity::Critical),
+        warning: count(Severity::Warning),
+        info: count(Severity::Info),
+        worst: a.findings.iter().map(|f| f.severity).max(),
+        top: top
+            .iter()
+            .take(3)
+            .map(|f| Headline {
+                subject: f.subject.clone(),
+                rule: f.rule.clone(),
+                title: f.title.clone(),
+                severity: f.severity,
+                bytes: f.bytes,
+            })
+            .collect(),
+        diagnostics: a.diagnostics.len(),
+        error: None,
+    };
+    let lines = a
+        .findings
+        .iter()
+        .map(|f| {
+            let k = f.k8s.as_ref();
+            FindingLine {
+                bundle: bundle.to_string(),
+                page: page.map(str::to_string),
+                host: b.hostname.clone(),
+                collected_at: b.collected_at.clone(),
+                rule: f.rule.clone(),
+                title: f.title.clone(),
+                cause: f.cause.clone(),
+                severity: f.severity,
+                scope: match f.scope {
+                    crate::rules::Scope::Node => "node".into(),
+                    crate::rules::Scope::Cgroup => "cgroup".into(),
+                },
+                subject: f.subject.clone(),
+                cgroup: f.cgroup_path.clone(),
+                namespace: k.and_then(|k| k.namespace.clone()),
+                pod: k.and_then(|k| k.pod.clone()),
+                container: k.and_then(|k| k.container.clone()),
+                qos: k.and_then(|k| k.qos.map(str::to_string)),
+                bytes: f.bytes,
+                rank: f.rank,
+                summary: f.summary.clone(),
+                evidence: f
+                    .evidence
+                    .iter()
+                    .map(|e| (e.name.clone(), e.value.clone()))
+                    .collect(),
+            }
+        })
+        .collect();
+    (line, lines)
+}
+
+#[derive(Serialize)]
+struct IndexView<'a> {
+    memgap_version: &'static str,
+    bundles: &'a [BundleLine],
+    failed: usize,
+    rules: Vec<RuleStat>,
+    critical: usize,
+    warning: usize,
+    info: usize,
+}
+
+/// Writes `index.html` for a set of bundle lines and rule statistics.
+pub fn write_index(
+    out: &Path,
+    t: &Templates,
+    rows: &[BundleLine],
+    rules: Vec<RuleStat>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let v = IndexView {
+        memgap_version: env!("CARGO_PKG_VERSION"),
+        bundles: rows,
+        failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        rules,
+        critical: rows.iter().map(|r| r.critical).sum(),
+        warning: rows.iter().map(|r| r.warning).sum(),
+        info: rows.iter().map(|r| r.info).sum(),
+    };
+    let html = t.render("index.html", &v)?;
+    let p = out.join("index.html");
+    std::fs::write(&p, html).with_context(|| format!("writing {}", p.display()))
+}
+
+/// `memgap merge`: joins shard directories into one: pages copied (renamed on collision),
+/// the JSON lines concatenated in the order given, and a new index.
+pub fn merge(shards: &[PathBuf], out: &Path, t: &Templates) -> anyhow::Result<Outcome> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(out.join("bundles"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut rows: Vec<BundleLine> = Vec::new();
+    let mut stats = RuleStats::default();
+    let mut findings_out = std::io::BufWriter::new(create(&out.join("findings.jsonl"))?);
+    let mut renamed: BTreeMap<(usize, String), String> = BTreeMap::new();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut outcome = Outcome::default();
+    for (si, dir) in shards.iter().enumerate() {
+        let bl = dir.join("bundles.jsonl");
+        let f = std::fs::File::open(&bl).with_context(|| format!("reading {}", bl.display()))?;
+        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", bl.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut row: BundleLine = serde_json::from_str(&line)
+                .with_context(|| format!("{}: line {}", bl.display(), n + 1))?;
+            if let Some(page) = row.page.clone() {
+                let mut target = page.clone();
+                let mut k = 1;
+                while !taken.insert(target.clone()) {
+                    k += 1;
+                    target = format!("{}-{k}.html", page.trim_end_matches(".html"));
+                }
+                let from = dir.join(&page);
+                std::fs::copy(&from, out.join(&target))
+                    .with_context(|| format!("copying {}", from.display()))?;
+                renamed.insert((si, page), target.clone());
+                row.page = Some(target);
+            }
+            outcome.bundles += 1;
+            outcome.failed += usize::from(row.error.is_some());
+            outcome.worst = outcome.worst.max(row.worst);
+            rows.push(row);
+        }
+        let fl = dir.join("findings.jsonl");
+        let f = std::fs::File::open(&fl).with_context(|| format!("reading {}", fl.display()))?;
+        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", fl.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut l: FindingLine = serde_json::from_str(&line)
+                .with_context(|| format!("{}: line {}", fl.display(), n + 1))?;
+            if let Some(p) = &l.page {
+                l.page = renamed.get(&(si, p.clone())).cloned().or(l.page.clone());
+            }
+            stats.add(&l);
+            serde_json::to_writer(&mut findings_out, &l)?;
+            findings_out.write_all(b"\n")?;
+        }
+    }
+    findings_out.flush()?;
+    let mut bundles_out = std::io::BufWriter::new(create(&out.join("bundles.jsonl"))?);
+    for r in &rows {
+        serde_json::to_writer(&mut bundles_out, r)?;
+        bundles_out.write_all(b"\n")?;
+    }
+    bundles_out.flush()?;
+    write_index(out, t, &rows, stats.sorted())?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_inputs() {
+        let inputs: Vec<Input> = (0..500)
+            .map(|i| Input {
+                path: PathBuf::from(format!("b{i}.tar.gz")),
+                name: format!("fleet/node-{i}.tar.gz"),
+            })
+            .collect();
+        let n = 7;
+        let mut seen = 0;
+        for k in 1..=n {
+            let s = Shard { k, n };
+            let mine = inputs.iter().filter(|i| s.has(i)).count();
+            assert!(mine > 40 && mine < 110, "shard {k}: {mine}");
+            seen += mine;
+        }
+        assert_eq!(seen, inputs.len());
+        assert!("0/3".parse::<Shard>().is_err());
+        assert!("4/3".parse::<Shard>().is_err());
+        assert_eq!("2/3".parse::<Shard>().unwrap(), Shard { k: 2, n: 3 });
+    }
+
+    #[test]
+    fn page_names_are_safe_and_unique() {
+        let i = |n: &str| Input {
+            path: PathBuf::from(n),
+            name: n.to_string(),
+        };
+        let names = page_names(&[
+            i("a/node.tar.gz"),
+            i("a_node.tgz"),
+            i("../../etc/passwd"),
+            i(".."),
+        ]);
+        assert_eq!(names[0], "bundles/a_node.html");
+        assert_eq!(names[1], "bundles/a_node-2.html");
+        assert!(
+            names
+                .iter()
+                .all(|n| !n[8..].contains('/') && !n.contains("..")),
+            "{names:?}"
+        );
+    }
+}
