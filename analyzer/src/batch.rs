@@ -20,6 +20,9 @@ pub struct Input {
     pub path: PathBuf,
     /// Display name: the path as given, or relative to the directory it was found in.
     pub name: String,
+    /// What its page is named after: the file name as given, or the path found below a
+    /// searched directory.
+    pub stem: String,
 }
 
 /// Whether a path is a bundle: a `.tar.gz`/`.tgz` file or an unpacked bundle directory.
@@ -38,6 +41,10 @@ pub fn discover(args: &[PathBuf]) -> Vec<Input> {
             out.insert(Input {
                 path: a.clone(),
                 name: a.display().to_string(),
+                stem: a.file_name().map_or_else(
+                    || a.display().to_string(),
+                    |n| n.to_string_lossy().to_string(),
+                ),
             });
             continue;
         }
@@ -55,12 +62,14 @@ pub fn discover(args: &[PathBuf]) -> Vec<Input> {
                     it.skip_current_dir();
                 }
                 let rel = e.path().strip_prefix(a).unwrap_or(e.path());
+                let name = Path::new(&a.file_name().unwrap_or_default())
+                    .join(rel)
+                    .display()
+                    .to_string();
                 out.insert(Input {
                     path: e.path().to_path_buf(),
-                    name: Path::new(&a.file_name().unwrap_or_default())
-                        .join(rel)
-                        .display()
-                        .to_string(),
+                    stem: name.clone(),
+                    name,
                 });
             }
         }
@@ -286,7 +295,7 @@ fn page_names(inputs: &[Input]) -> Vec<String> {
         .iter()
         .map(|i| {
             let stem = i
-                .name
+                .stem
                 .trim_end_matches('/')
                 .trim_end_matches(".tar.gz")
                 .trim_end_matches(".tgz");
@@ -556,6 +565,7 @@ mod tests {
             .map(|i| Input {
                 path: PathBuf::from(format!("b{i}.tar.gz")),
                 name: format!("fleet/node-{i}.tar.gz"),
+                stem: format!("fleet/node-{i}.tar.gz"),
             })
             .collect();
         let n = 7;
@@ -577,6 +587,7 @@ mod tests {
         let i = |n: &str| Input {
             path: PathBuf::from(n),
             name: n.to_string(),
+            stem: n.to_string(),
         };
         let names = page_names(&[
             i("a/node.tar.gz"),

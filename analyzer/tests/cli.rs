@@ -195,12 +195,14 @@ fn html_reports_to_a_file_a_directory_and_with_overridden_templates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(dir.join("b.html").exists());
+    assert!(dir.join("bundles/b.html").exists() && dir.join("index.html").exists());
     // Several bundles cannot share one page.
+    let b2 = d.path().join("b2.tar.gz");
+    std::fs::copy(&b, &b2).unwrap();
     let out = memgap()
         .args(["report"])
         .arg(&b)
-        .arg(&b)
+        .arg(&b2)
         .arg("-o")
         .arg(&page)
         .output()
