@@ -6,6 +6,7 @@
 //! (JSON, text).
 
 pub mod batch;
+pub mod diff;
 pub mod format;
 pub mod html;
 pub mod model;

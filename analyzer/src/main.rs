@@ -36,6 +36,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// Compare two bundles of the same node: what grew, at what rate, what appeared
+    Diff(DiffArgs),
     /// Join the output directories of `report --shard` runs into one index
     Merge {
         /// Output directories of the shards, in order
@@ -96,6 +98,25 @@ impl RulesArg {
 }
 
 #[derive(clap::Args, Debug)]
+struct DiffArgs {
+    /// The earlier bundle
+    old: PathBuf,
+    /// The later bundle
+    new: PathBuf,
+    /// Output file; `-` for standard output (the default)
+    #[arg(short, long, default_value = "-")]
+    output: PathBuf,
+    /// Output format [default: html when the output ends in .html, else text]
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    #[command(flatten)]
+    rules: RulesArg,
+    /// Directory of report templates overriding the built-in ones
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
 struct ReportArgs {
     /// Bundles to analyze (.tar.gz files, unpacked bundle directories, or directories searched
     /// for bundles)
@@ -151,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Report(a) => report(a),
         Cmd::Rules { cmd } => rules_cmd(cmd),
+        Cmd::Diff(a) => diff_cmd(a),
         Cmd::Merge {
             shards,
             output,
@@ -279,6 +301,32 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         .flat_map(|x| x.findings.iter().map(|f| f.severity))
         .max();
     Ok(exit_code(failed, fails(worst)))
+}
+
+fn diff_cmd(a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let rules = a.rules.load()?;
+    let load = |p: &PathBuf| -> anyhow::Result<Analysis> {
+        let b = reader::read(p, &reader::Limits::default())?;
+        Ok(Analysis::of(&b, &rules))
+    };
+    let (old, new) = (load(&a.old)?, load(&a.new)?);
+    let d = memgap_analyzer::diff::diff(&old, &new);
+    let format = a
+        .format
+        .unwrap_or(if a.output.extension().is_some_and(|e| e == "html") {
+            Format::Html
+        } else {
+            Format::Text
+        });
+    let bytes = match format {
+        Format::Html => html::Templates::load(a.templates.as_deref())?
+            .render("diff.html", &d)?
+            .into_bytes(),
+        Format::Json => serde_json::to_vec_pretty(&d)?,
+        Format::Text => memgap_analyzer::diff::text(&d).into_bytes(),
+    };
+    write_output(&a.output, &bytes)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 2 when a bundle could not be analyzed, 1 when a finding reached `--fail-on`, else 0.

@@ -90,7 +90,7 @@ impl Templates {
                     message: describe(&e),
                 })?;
         }
-        for page in ["report.html", "index.html"] {
+        for page in ["report.html", "index.html", "diff.html"] {
             env.get_template(page).map_err(|e| TemplateError::Compile {
                 name: page.into(),
                 message: describe(&e),

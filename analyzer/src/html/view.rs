@@ -72,6 +72,7 @@ pub struct NodeView<'a> {
     pub dying_cgroups: Option<u64>,
     pub cpus: u64,
     pub oom_events: &'a [crate::parse::oom::OomEvent],
+    pub trend: Vec<Spark>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +99,94 @@ pub struct Section<'a> {
     pub cadvisor: Vec<Metric>,
     pub processes: Vec<&'a Process>,
     pub processes_more: usize,
+    /// One small chart per part that changed across the snapshots.
+    pub trend: Vec<Spark>,
 }
+
+/// A sparkline: one part's values across the snapshots of a multi-sample bundle.
+#[derive(Debug, Serialize)]
+pub struct Spark {
+    pub key: String,
+    pub label: String,
+    /// SVG polyline points in a 200 x 40 box.
+    pub points: String,
+    pub first: u64,
+    pub last: u64,
+    pub per_hour: f64,
+    pub steady: bool,
+}
+
+/// Sparklines of a trend, for the keys given, skipping parts that are zero throughout.
+pub fn sparks(t: &crate::model::trend::Trend, keys: &[&str]) -> Vec<Spark> {
+    let span = t.at_s.last().copied().unwrap_or(0.0).max(1e-9);
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(series) = t.series.get(*key) else {
+            continue;
+        };
+        let pts: Vec<(f64, u64)> = t
+            .at_s
+            .iter()
+            .zip(series)
+            .filter_map(|(x, y)| y.map(|y| (*x, y)))
+            .collect();
+        if pts.len() < 2 || pts.iter().all(|p| p.1 == 0) {
+            continue;
+        }
+        let lo = pts.iter().map(|p| p.1).min().unwrap_or(0) as f64;
+        let hi = pts.iter().map(|p| p.1).max().unwrap_or(0) as f64;
+        let points = pts
+            .iter()
+            .map(|(x, y)| {
+                let fy = if hi > lo {
+                    (*y as f64 - lo) / (hi - lo)
+                } else {
+                    0.5
+                };
+                format!("{:.1},{:.1}", x / span * 200.0, 38.0 - fy * 36.0)
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let label = match *key {
+            "usage" => "usage".to_string(),
+            "kernel_total" => "kernel memory".to_string(),
+            "slab_total" => "slab".to_string(),
+            "negative_dentries" => "negative dentries".to_string(),
+            k => crate::model::bridge::label(k).to_string(),
+        };
+        out.push(Spark {
+            key: key.to_string(),
+            label,
+            points,
+            first: pts[0].1,
+            last: pts[pts.len() - 1].1,
+            per_hour: t.per_hour.get(*key).copied().unwrap_or(0.0),
+            steady: t.steady.get(*key).copied().unwrap_or(false),
+        });
+    }
+    out
+}
+
+const CGROUP_TREND_KEYS: &[&str] = &[
+    "usage",
+    "anon",
+    "shmem",
+    "active_file",
+    "inactive_file",
+    "file_dirty",
+    "kernel_total",
+    "sock",
+    "swap",
+];
+
+const NODE_TREND_KEYS: &[&str] = &[
+    "anon",
+    "page_cache",
+    "shmem",
+    "slab_total",
+    "negative_dentries",
+    "free",
+];
 
 /// One step of the usage-to-RSS waterfall, from usage down to anonymous memory.
 #[derive(Debug, Serialize)]
@@ -301,6 +389,11 @@ fn node_view(m: &Model) -> NodeView<'_> {
         dying_cgroups: n.dying_cgroups,
         cpus: n.cpus,
         oom_events: &m.oom_events,
+        trend: n
+            .trend
+            .as_ref()
+            .map(|t| sparks(t, NODE_TREND_KEYS))
+            .unwrap_or_default(),
     }
 }
 
@@ -327,6 +420,11 @@ fn section<'a>(m: &'a Model, i: usize, findings: Vec<&'a Finding>) -> Section<'a
         cadvisor: cadvisor_rows(c),
         processes: procs,
         processes_more,
+        trend: c
+            .trend
+            .as_ref()
+            .map(|t| sparks(t, CGROUP_TREND_KEYS))
+            .unwrap_or_default(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod k8s;
+pub mod trend;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -82,6 +83,9 @@ pub struct Node {
     pub dying_cgroups: Option<u64>,
     pub cpus: u64,
     pub vm: BTreeMap<String, String>,
+    /// Growth over the snapshots of a multi-sample bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<trend::Trend>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +139,9 @@ pub struct Cgroup {
     pub working_set_ratio: Option<f64>,
     /// usage - sum of the children's usage (charges held by this level itself).
     pub own_usage_bytes: Option<i64>,
+    /// Growth over the snapshots of a multi-sample bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<trend::Trend>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -185,9 +192,12 @@ pub struct Process {
     pub oom_score_adj: Option<i64>,
 }
 
-/// Builds the model of the latest snapshot.
+/// Builds the model of the latest snapshot, with the growth over all snapshots when there are
+/// several.
 pub fn build(b: &Bundle) -> Model {
-    build_sample(b, b.samples.len() - 1)
+    let mut m = build_sample(b, b.samples.len() - 1);
+    trend::attach(b, &mut m);
+    m
 }
 
 pub fn build_sample(b: &Bundle, sample: usize) -> Model {
@@ -279,7 +289,13 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
                 })
                 .unwrap_or_default(),
             kernel_release: release,
-            collected_at: m.map(|m| m.started_at.clone()).unwrap_or_default(),
+            collected_at: m
+                .map(|m| {
+                    m.samples
+                        .get(sample)
+                        .map_or_else(|| m.started_at.clone(), |s| s.started_at.clone())
+                })
+                .unwrap_or_default(),
             collector_version: m.map(|m| m.collector_version.clone()).unwrap_or_default(),
             cgroup_mode: mode,
             redacted: m.is_some_and(|m| m.redacted),
@@ -763,6 +779,7 @@ fn read_cgroup(
         usage_ratio: None,
         working_set_ratio: None,
         own_usage_bytes: None,
+        trend: None,
     }
 }
 

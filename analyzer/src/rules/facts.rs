@@ -88,6 +88,8 @@ key_table!(
     "high_events",
     "oom_events",
     "dying_descendants",
+    "growth",
+    "steady",
     "parent",
 );
 
@@ -281,6 +283,8 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
         "high_events" => opt(local_event(c, "high")),
         "oom_events" => Value::from_serialize(oom_events_of(m, c)),
         "dying_descendants" => opt(c.cgroup_stat.get("nr_dying_descendants")),
+        "growth" => opt(c.trend.as_ref().map(|t| Value::from_serialize(&t.per_hour))),
+        "steady" => opt(c.trend.as_ref().map(|t| Value::from_serialize(&t.steady))),
         "parent" => opt(c.parent.map(|p| CgroupFacts::value(m, p))),
         _ => return None,
     })
@@ -507,6 +511,10 @@ pub struct NodeFacts<'a> {
     pub dying_cgroups: Option<u64>,
     pub vm: Option<&'a std::collections::BTreeMap<String, String>>,
     pub oom_events: Vec<&'a crate::parse::oom::OomEvent>,
+    /// Bytes per hour by breakdown key (and `slab_total`, `negative_dentries`) over the
+    /// snapshots of a multi-sample bundle; none for a single snapshot.
+    pub growth: Option<&'a std::collections::BTreeMap<String, f64>>,
+    pub steady: Option<&'a std::collections::BTreeMap<String, bool>>,
 }
 
 /// Parts of the node breakdown, always present (0 when absent) so rules can read them.
@@ -565,6 +573,8 @@ pub fn node_facts(m: &Model) -> NodeFacts<'_> {
         dying_cgroups: n.dying_cgroups,
         vm: Some(&n.vm),
         oom_events: m.oom_events.iter().collect(),
+        growth: n.trend.as_ref().map(|t| &t.per_hour),
+        steady: n.trend.as_ref().map(|t| &t.steady),
     }
 }
 

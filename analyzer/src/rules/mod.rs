@@ -183,7 +183,7 @@ pub fn register_filters(env: &mut Environment<'_>) {
         match v.as_i64() {
             Some(n) => crate::format::signed_bytes(n),
             None => match f64::try_from(v.clone()) {
-                Ok(f) if f >= 0.0 => crate::format::bytes(f as u64),
+                Ok(f) if f.is_finite() => crate::format::signed_bytes(f as i64),
                 _ => v.to_string(),
             },
         }
@@ -483,6 +483,9 @@ pub fn evidence_text(name: &str, v: &Value) -> String {
     if name.ends_with("_bytes") {
         if let Some(n) = v.as_i64() {
             return crate::format::signed_bytes(n);
+        }
+        if let Ok(f) = f64::try_from(v.clone()) {
+            return crate::format::signed_bytes(f as i64);
         }
     }
     if name.ends_with("_ratio") {

@@ -1,0 +1,122 @@
+//! `memgap diff` on two real collections of a synthetic node, between which one container's
+//! shared memory grew and a cgroup appeared.
+
+mod common;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use memgap_collector::synth::{self, Spec, Version};
+
+fn set_shmem(dir: &Path, delta: u64) {
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
+    let out: Vec<String> = stat
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((k @ ("shmem" | "file"), v)) => {
+                format!("{k} {}", v.parse::<u64>().unwrap() + delta)
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(dir.join("memory.stat"), out.join("\n") + "\n").unwrap();
+    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
+}
+
+#[test]
+fn diff_shows_growth_new_cgroups_and_new_findings() {
+    let d = common::scratch();
+    let root = d.path().join("root");
+    synth::generate(&root, &Spec::new(Version::V2, 30, 8)).unwrap();
+    let before = d.path().join("before.tar.gz");
+    std::fs::write(&before, common::collect(&root)).unwrap();
+    let cg_root = root.join("sys/fs/cgroup");
+    let target = walkdir::WalkDir::new(&cg_root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_type().is_dir()
+                && e.file_name()
+                    .to_string_lossy()
+                    .starts_with("cri-containerd-")
+        })
+        .unwrap()
+        .path()
+        .to_path_buf();
+    set_shmem(&target, 256 << 20);
+    let fresh = cg_root.join("system.slice/new.service");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for f in [
+        "memory.stat",
+        "memory.current",
+        "memory.max",
+        "cgroup.procs",
+    ] {
+        std::fs::copy(target.join(f), fresh.join(f)).unwrap();
+    }
+    let after = d.path().join("after.tar.gz");
+    std::fs::write(&after, common::collect(&root)).unwrap();
+
+    let out = Command::cargo_bin("memgap")
+        .unwrap()
+        .args(["diff", "--format", "json"])
+        .arg(&before)
+        .arg(&after)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = format!("/{}", target.strip_prefix(&cg_root).unwrap().display());
+    let c = v["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == path.as_str())
+        .expect("the grown container is listed");
+    assert_eq!(c["usage"]["change"], 256 << 20);
+    let shmem = c["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "shmem")
+        .unwrap();
+    assert_eq!(shmem["change"], 256 << 20);
+    assert!(v["appeared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["path"] == "/system.slice/new.service"));
+    assert!(v["findings_new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["rule"].as_str().unwrap().starts_with("shmem")));
+    // HTML and text render too.
+    let page = d.path().join("diff.html");
+    let out = Command::cargo_bin("memgap")
+        .unwrap()
+        .arg("diff")
+        .arg(&before)
+        .arg(&after)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&page)
+        .unwrap()
+        .contains("What changed?"));
+}

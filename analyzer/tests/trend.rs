@@ -1,0 +1,107 @@
+//! A multi-sample bundle from the real collector, over a synthetic node whose container writes
+//! to a tmpfs between snapshots: the growth shows in the model, fires the growth rule, and
+//! draws trend charts in the report.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use memgap_analyzer::html::{text_of, Templates};
+use memgap_analyzer::reader::{self, Limits};
+use memgap_analyzer::rules::RuleSet;
+use memgap_analyzer::Analysis;
+use memgap_collector::synth::{self, Spec, Version};
+
+/// Adds `delta` to the shmem (and so file and usage) of a v2 cgroup directory, keeping the
+/// kernel's identities.
+fn grow_shmem(dir: &Path, delta: u64) {
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
+    let out: Vec<String> = stat
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((k @ ("shmem" | "file"), v)) => {
+                format!("{k} {}", v.parse::<u64>().unwrap() + delta)
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(dir.join("memory.stat"), out.join("\n") + "\n").unwrap();
+    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
+}
+
+#[test]
+fn growth_across_snapshots_fires_and_is_drawn() {
+    let d = common::scratch();
+    synth::generate(d.path(), &Spec::new(Version::V2, 30, 8)).unwrap();
+    // The first app container found.
+    let target = walkdir::WalkDir::new(d.path().join("sys/fs/cgroup"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_type().is_dir()
+                && e.file_name()
+                    .to_string_lossy()
+                    .starts_with("cri-containerd-")
+                && std::fs::read_to_string(e.path().join("memory.max"))
+                    .is_ok_and(|m| m.trim() != "max")
+        })
+        .expect("a limited container")
+        .path()
+        .to_path_buf();
+    let path = target.strip_prefix(d.path().join("sys/fs/cgroup")).unwrap();
+    let cg_path = format!("/{}", path.display());
+    let writer = {
+        let target = target.clone();
+        std::thread::spawn(move || {
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(500));
+                grow_shmem(&target, 8 << 20);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let cfg = memgap_collector::Config {
+        root: d.path().to_path_buf(),
+        kmsg: None,
+        samples: 3,
+        interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let gz = memgap_collector::collect(&cfg, Vec::new()).unwrap().1;
+    writer.join().unwrap();
+    let b = reader::read_from(&gz[..], "trend.tar.gz", &Limits::default()).unwrap();
+    assert_eq!(b.samples.len(), 3);
+    let a = Analysis::of(&b, &RuleSet::builtin().unwrap());
+    let c = a.model.cgroups.iter().find(|c| c.path == cg_path).unwrap();
+    let t = c.trend.as_ref().expect("a trend");
+    assert_eq!(t.at_s.len(), 3);
+    let shmem: Vec<u64> = t.series["shmem"].iter().map(|v| v.unwrap()).collect();
+    assert_eq!(shmem[2] - shmem[0], 16 << 20, "{shmem:?}");
+    assert!(t.steady["shmem"]);
+    // 16 MiB in ~2 s is tens of GiB per hour.
+    assert!(t.per_hour["shmem"] > (1u64 << 30) as f64);
+    assert!(!t.steady.get("anon").copied().unwrap_or(false));
+    let f = a
+        .findings
+        .iter()
+        .find(|f| f.rule == "shmem-growing")
+        .expect("shmem-growing fired");
+    assert_eq!(f.cgroup_path.as_deref(), Some(cg_path.as_str()));
+    // Only the grown container is flagged.
+    assert_eq!(
+        a.findings
+            .iter()
+            .filter(|f| f.rule == "shmem-growing")
+            .count(),
+        1
+    );
+    let html = Templates::builtin().unwrap().report(&a).unwrap();
+    assert!(html.contains("<polyline"), "trend charts drawn");
+    assert!(text_of(&html).contains("Across the 3 snapshots"));
+}
