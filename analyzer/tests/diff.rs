@@ -3,30 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use assert_cmd::Command;
 use memgap_collector::synth::{self, Spec, Version};
-
-fn set_shmem(dir: &Path, delta: u64) {
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
-    let out: Vec<String> = stat
-        .lines()
-        .map(|l| match l.split_once(' ') {
-            Some((k @ ("shmem" | "file"), v)) => {
-                format!("{k} {}", v.parse::<u64>().unwrap() + delta)
-            }
-            _ => l.to_string(),
-        })
-        .collect();
-    std::fs::write(dir.join("memory.stat"), out.join("\n") + "\n").unwrap();
-    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
-}
 
 #[test]
 fn diff_shows_growth_new_cgroups_and_new_findings() {
@@ -48,7 +26,7 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
         .unwrap()
         .path()
         .to_path_buf();
-    set_shmem(&target, 256 << 20);
+    common::grow_v2_shmem(&target, 256 << 20);
     let fresh = cg_root.join("system.slice/new.service");
     std::fs::create_dir_all(&fresh).unwrap();
     for f in [

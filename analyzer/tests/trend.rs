@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use memgap_analyzer::html::{text_of, Templates};
@@ -12,28 +11,6 @@ use memgap_analyzer::reader::{self, Limits};
 use memgap_analyzer::rules::RuleSet;
 use memgap_analyzer::Analysis;
 use memgap_collector::synth::{self, Spec, Version};
-
-/// Adds `delta` to the shmem (and so file and usage) of a v2 cgroup directory, keeping the
-/// kernel's identities.
-fn grow_shmem(dir: &Path, delta: u64) {
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
-    let out: Vec<String> = stat
-        .lines()
-        .map(|l| match l.split_once(' ') {
-            Some((k @ ("shmem" | "file"), v)) => {
-                format!("{k} {}", v.parse::<u64>().unwrap() + delta)
-            }
-            _ => l.to_string(),
-        })
-        .collect();
-    std::fs::write(dir.join("memory.stat"), out.join("\n") + "\n").unwrap();
-    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
-}
 
 #[test]
 fn growth_across_snapshots_fires_and_is_drawn() {
@@ -61,7 +38,7 @@ fn growth_across_snapshots_fires_and_is_drawn() {
         std::thread::spawn(move || {
             for _ in 0..2 {
                 std::thread::sleep(Duration::from_millis(500));
-                grow_shmem(&target, 8 << 20);
+                common::grow_v2_shmem(&target, 8 << 20);
                 std::thread::sleep(Duration::from_millis(500));
             }
         })

@@ -84,3 +84,25 @@ pub fn scratch() -> tempfile::TempDir {
         .or_else(|_| tempfile::tempdir())
         .unwrap()
 }
+
+/// Adds `delta` to the shmem (and so file and usage) of a v2 cgroup directory, keeping the
+/// kernel's identities.
+pub fn grow_v2_shmem(dir: &Path, delta: u64) {
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
+    let out: Vec<String> = stat
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((k @ ("shmem" | "file"), v)) => {
+                format!("{k} {}", v.parse::<u64>().unwrap() + delta)
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(dir.join("memory.stat"), out.join("\n") + "\n").unwrap();
+    let cur: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
+}
