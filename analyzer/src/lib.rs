@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod diff;
+pub mod expect;
 pub mod format;
 pub mod html;
 pub mod model;

@@ -321,11 +321,14 @@ pub fn slab_bytes(c: &Cgroup) -> Option<u64> {
     (r.is_some() || u.is_some()).then(|| r.unwrap_or(0) + u.unwrap_or(0))
 }
 
-/// A v2 event counted in this cgroup itself: `memory.events.local` (5.2+), else
-/// `memory.events` (hierarchical since 5.2, so local before it).
+/// A v2 event counted in this cgroup itself. A leaf's `memory.events` is its own (plus removed
+/// children's); a parent's counts its subtree, so its own are in `memory.events.local` (5.2+).
 fn local_event(c: &Cgroup, key: &str) -> Option<u64> {
     if c.version == 1 {
         return None;
+    }
+    if c.children.is_empty() {
+        return c.events.get(key).or_else(|| c.events_local.get(key));
     }
     c.events_local.get(key).or_else(|| c.events.get(key))
 }
