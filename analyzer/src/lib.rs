@@ -45,6 +45,7 @@ impl Analysis {
         let out = rules::evaluate(rules, &model);
         let mut diagnostics = model.diagnostics.clone();
         diagnostics.extend(out.diagnostics);
+        reader::cap_diagnostics(&mut diagnostics);
         Analysis {
             model,
             findings: out.findings,

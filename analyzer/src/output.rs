@@ -132,7 +132,24 @@ pub fn text(a: &Analysis, top: usize, min: Severity) -> String {
             let _ = writeln!(o, "  {d}");
         }
     }
-    o
+    terminal_safe(&o)
+}
+
+/// Text for a terminal: control characters from a bundle (escape sequences in a cgroup name or
+/// a command line could rewrite the screen) are shown as `\u{..}` escapes.
+pub fn terminal_safe(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Cgroups with findings, most severe first, then by the bytes of their headline cause;
@@ -153,4 +170,16 @@ pub fn ranked_cgroups<'a>(findings: &[&'a Finding]) -> Vec<(usize, Vec<&'a Findi
     };
     v.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_do_not_reach_the_terminal() {
+        let s = terminal_safe("pod \u{1b}[2J\u{1b}]0;owned\u{7}\nnext\tline");
+        assert!(!s.contains('\u{1b}') && !s.contains('\u{7}'));
+        assert!(s.contains("\\u{1b}[2J") && s.contains("\nnext\tline"));
+    }
 }

@@ -281,10 +281,50 @@ impl Raw {
         self.diagnostics.push(Diagnostic {
             level,
             bundle: source.to_string(),
-            file,
+            file: file.map(|f| shorten(&f)),
             message,
         });
     }
+}
+
+/// Paths longer than this are refused: the kernel's own limit (PATH_MAX), so no real file has
+/// one, and a hostile bundle cannot make every name a megabyte.
+pub const MAX_PATH: usize = 4096;
+
+/// Diagnostics kept per bundle; the rest are counted in one last line.
+pub const MAX_DIAGNOSTICS: usize = 1000;
+
+/// A path as shown in a message: long ones cut in the middle.
+fn shorten(p: &str) -> String {
+    if p.len() <= 300 {
+        return p.to_string();
+    }
+    let head: String = p.chars().take(150).collect();
+    let tail: String = p
+        .chars()
+        .rev()
+        .take(100)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{head}...({} bytes)...{tail}", p.len())
+}
+
+/// Keeps the first [`MAX_DIAGNOSTICS`] diagnostics and says how many more there were.
+pub fn cap_diagnostics(d: &mut Vec<Diagnostic>) {
+    if d.len() <= MAX_DIAGNOSTICS {
+        return;
+    }
+    let more = d.len() - MAX_DIAGNOSTICS;
+    d.truncate(MAX_DIAGNOSTICS);
+    let bundle = d.first().map(|x| x.bundle.clone()).unwrap_or_default();
+    d.push(Diagnostic {
+        level: Level::Warning,
+        bundle,
+        file: None,
+        message: format!("{more} more problem(s) of the kinds above, not listed"),
+    });
 }
 
 /// Fails reads past a byte budget, so no entry (long names included) can exceed it.
@@ -358,7 +398,22 @@ fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, Bundle
             );
             break;
         }
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let raw_path = entry.path_bytes();
+        if raw_path.len() > MAX_PATH {
+            let shown = String::from_utf8_lossy(&raw_path[..200]).into_owned();
+            raw.note(
+                source,
+                Level::Warning,
+                Some(shown),
+                format!(
+                    "refused: a {}-byte path (longer than any kernel path)",
+                    raw_path.len()
+                ),
+            );
+            continue;
+        }
+        let path = String::from_utf8_lossy(&raw_path).into_owned();
+        drop(raw_path);
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             continue;

@@ -234,3 +234,191 @@ fn process_in_a_cgroup_that_does_not_exist() {
     );
     assert_eq!(m.processes[0].cgroup_index, None);
 }
+
+/// The whole pipeline on a bundle: model, rules, and every output; none may panic.
+fn everything(gz: &[u8], name: &str) -> memgap_analyzer::Analysis {
+    let b = reader::read_from(gz, name, &Limits::default()).unwrap();
+    let a = memgap_analyzer::Analysis::of(&b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
+    memgap_analyzer::html::Templates::builtin()
+        .unwrap()
+        .report(&a)
+        .unwrap();
+    memgap_analyzer::output::json(
+        std::slice::from_ref(&a),
+        memgap_analyzer::rules::Severity::Info,
+    )
+    .unwrap();
+    memgap_analyzer::output::text(&a, 10, memgap_analyzer::rules::Severity::Info);
+    a
+}
+
+/// A tar.gz from raw path bytes (GNU long names where needed), so that names that are not
+/// UTF-8, or very long, can be made.
+fn tar_bytes(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if path.len() <= 100 {
+            h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path);
+            h.set_cksum();
+            b.append(&h, &data[..]).unwrap();
+        } else {
+            // GNU long name: a `././@LongLink` entry carrying the name.
+            let mut l = tar::Header::new_gnu();
+            l.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+            l.set_entry_type(tar::EntryType::GNULongName);
+            l.set_size(path.len() as u64 + 1);
+            l.set_cksum();
+            let mut name = path.clone();
+            name.push(0);
+            b.append(&l, &name[..]).unwrap();
+            h.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"dummy");
+            h.set_cksum();
+            b.append(&h, &data[..]).unwrap();
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+const STAT: &[u8] = b"==> memory.stat 40 <==\ncache 4096\nrss 8192\ntotal_cache 4096\n\n==> memory.usage_in_bytes 6 <==\n12288\n\n";
+
+#[test]
+fn names_and_contents_that_are_not_utf8() {
+    let mut cmd = Vec::new();
+    memgap_collector::bundle::pack::push(&mut cmd, "status", b"Name:\t\xff\xfe\nVmRSS:\t4 kB\n")
+        .unwrap();
+    memgap_collector::bundle::pack::push(
+        &mut cmd,
+        "cmdline",
+        b"\xc3\x28\x00--flag=\xf0\x28\x8c\x28\x00",
+    )
+    .unwrap();
+    let gz = tar_bytes(&[
+        (b"b/proc/meminfo".to_vec(), MEMINFO.to_vec()),
+        (
+            b"b/sys/fs/cgroup/memory/memgap.files".to_vec(),
+            STAT.to_vec(),
+        ),
+        (
+            b"b/sys/fs/cgroup/memory/\xff\xfebad/memgap.files".to_vec(),
+            STAT.to_vec(),
+        ),
+        (b"b/proc/7/memgap.files".to_vec(), cmd),
+    ]);
+    let a = everything(&gz, "utf8.tar.gz");
+    let bad = a
+        .model
+        .cgroups
+        .iter()
+        .find(|c| c.path.contains("bad"))
+        .expect("the cgroup is kept");
+    assert!(
+        bad.path.contains('\u{fffd}'),
+        "shown with replacement characters: {}",
+        bad.path
+    );
+    assert!(a
+        .model
+        .processes
+        .iter()
+        .any(|p| p.cmdline.contains("--flag=")));
+}
+
+#[test]
+fn a_cgroup_tree_ten_thousand_levels_deep() {
+    // Every level of a 10,000-deep tree: paths past the kernel's 4,096-byte limit are refused,
+    // the rest (about 2,000 levels) is analyzed without recursion.
+    let mut entries = vec![(b"b/proc/meminfo".to_vec(), MEMINFO.to_vec())];
+    let mut dir = b"b/sys/fs/cgroup/memory".to_vec();
+    entries.push((
+        [dir.clone(), b"/memgap.files".to_vec()].concat(),
+        STAT.to_vec(),
+    ));
+    for _ in 0..10_000 {
+        dir.extend_from_slice(b"/a");
+        entries.push((
+            [dir.clone(), b"/memgap.files".to_vec()].concat(),
+            STAT.to_vec(),
+        ));
+    }
+    let gz = tar_bytes(&entries);
+    let t = std::time::Instant::now();
+    let a = everything(&gz, "deep.tar.gz");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    let depth = a.model.cgroups.iter().map(|c| c.depth).max().unwrap();
+    assert!((1900..=2100).contains(&depth), "depth {depth}");
+    assert!(a
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("-byte path")));
+    assert!(a.diagnostics.len() <= memgap_analyzer::reader::MAX_DIAGNOSTICS + 1);
+    // Every level has its parent: the tree is whole.
+    assert!(a.model.cgroups.iter().skip(1).all(|c| c.parent.is_some()));
+}
+
+#[test]
+fn truncated_tar_inside_a_whole_gzip_stream() {
+    let full = good_bundle();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&full[..]), &mut tar).unwrap();
+    tar.truncate(tar.len() / 2 + 100);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let a = everything(&gz, "cut.tar.gz");
+    assert!(a
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("truncated") && d.bundle == "cut.tar.gz"));
+    assert!(
+        !a.model.cgroups.is_empty(),
+        "what came before the cut is analyzed"
+    );
+}
+
+#[test]
+fn missing_manifest_is_said_and_the_files_analyzed() {
+    let gz = raw_tar(&[
+        ("b/proc/meminfo", tar::EntryType::Regular, MEMINFO),
+        (
+            "b/sys/fs/cgroup/memory/memgap.files",
+            tar::EntryType::Regular,
+            STAT,
+        ),
+    ]);
+    let a = everything(&gz, "nomanifest.tar.gz");
+    assert!(a
+        .diagnostics
+        .iter()
+        .any(|d| d.file.as_deref() == Some("manifest.json")));
+    assert_eq!(a.model.node.mem_total_bytes, 1000 * 1024);
+}
+
+#[test]
+fn every_hostile_bundle_survives_the_whole_pipeline() {
+    let good = good_bundle();
+    // Bit flips and cuts of a real bundle: each is an error or an analysis, never a panic.
+    for i in 0..40 {
+        let mut b = good.clone();
+        let at = (i * 7919) % b.len();
+        b[at] ^= 0x5a;
+        if let Ok(bundle) = reader::read_from(&b[..], "flip.tar.gz", &Limits::default()) {
+            let a = memgap_analyzer::Analysis::of(
+                &bundle,
+                &memgap_analyzer::rules::RuleSet::builtin().unwrap(),
+            );
+            memgap_analyzer::html::Templates::builtin()
+                .unwrap()
+                .report(&a)
+                .unwrap();
+        }
+        let cut = &good[..(i * 4093) % good.len()];
+        let _ = reader::read_from(cut, "cut.tar.gz", &Limits::default());
+    }
+}

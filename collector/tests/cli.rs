@@ -239,3 +239,145 @@ fn help_has_examples() {
         .success()
         .stdout(predicates::str::contains("--root /host"));
 }
+
+/// Whether tests that need root and the kernel may be skipped here (CI must run them).
+fn may_skip(test: &str, why: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} must run in CI, but {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
+#[test]
+fn never_opens_anything_for_writing_but_its_output() {
+    let strace = ["/usr/bin/strace", "/bin/strace"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(strace) = strace else {
+        may_skip(
+            "never_opens_anything_for_writing_but_its_output",
+            "strace is not installed (Debian package strace)",
+        );
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out/node.tar.gz");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let log = d.path().join("strace.log");
+    let status = Command::new(strace)
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,open,creat,truncate,ftruncate,write",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(assert_cmd::cargo::cargo_bin("memgap-collect"))
+        .args(["--jobs", "2", "--quiet", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    if !status.success() {
+        may_skip(
+            "never_opens_anything_for_writing_but_its_output",
+            "strace could not trace here (ptrace not permitted?)",
+        );
+        return;
+    }
+    assert!(out.exists());
+    let log = std::fs::read_to_string(&log).unwrap();
+    let out_dir = out.parent().unwrap().to_string_lossy().to_string();
+    let mut opens = 0;
+    for line in log.lines() {
+        if line.contains("truncate(") && !line.contains("ftruncate(") {
+            panic!("truncate by path: {line}");
+        }
+        let is_open =
+            line.contains("openat(") || line.contains(" open(") || line.contains("creat(");
+        if !is_open {
+            continue;
+        }
+        opens += 1;
+        let writes = [
+            "O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "creat(",
+        ]
+        .iter()
+        .any(|f| line.contains(f));
+        if !writes {
+            continue;
+        }
+        let path = line.split('"').nth(1).unwrap_or_default();
+        assert!(
+            path.starts_with(&out_dir),
+            "a write-mode open outside the output directory: {line}"
+        );
+    }
+    assert!(opens > 100, "strace saw only {opens} opens:\n{log}");
+}
+
+#[test]
+fn finishes_inside_a_32_mib_memory_cgroup_on_a_20000_cgroup_node() {
+    let mem = std::path::Path::new("/sys/fs/cgroup/memory");
+    if !is_root() || !mem.join("memory.limit_in_bytes").exists() {
+        may_skip(
+            "finishes_inside_a_32_mib_memory_cgroup_on_a_20000_cgroup_node",
+            "needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory",
+        );
+        return;
+    }
+    let root = tempfile::Builder::new()
+        .prefix("memgap-test-node-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    synth::generate(root.path(), &Spec::new(Version::V1, 20_000, 2000)).unwrap();
+    let cg = mem.join(format!("memgap-test-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let _guard = Remove(cg.clone());
+    std::fs::write(
+        cg.join("memory.limit_in_bytes"),
+        format!("{}\n", 32u64 << 20),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("node.tar.gz");
+    // The shell moves itself into the cgroup, then becomes the collector.
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} --root {} --no-kmsg --quiet -o {}",
+            cg.display(),
+            assert_cmd::cargo::cargo_bin("memgap-collect").display(),
+            root.path().display(),
+            bundle.display()
+        ))
+        .status()
+        .unwrap();
+    let oom = std::fs::read_to_string(cg.join("memory.oom_control")).unwrap();
+    let peak: u64 = std::fs::read_to_string(cg.join("memory.max_usage_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(status.success(), "collector failed: {status:?}; {oom}");
+    assert!(oom.contains("oom_kill 0"), "{oom}");
+    assert!(peak < 32 << 20, "peak {peak}");
+    eprintln!(
+        "collector peak charge in a 32 MiB cgroup on 20,000 cgroups: {} KiB",
+        peak >> 10
+    );
+    let b = unpack(&std::fs::read(&bundle).unwrap());
+    assert!(b.manifest.counts.cgroups >= 20_000);
+}

@@ -272,6 +272,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
             }
         }
     }
+    crate::reader::cap_diagnostics(&mut diags);
     let oom_events = b
         .shared_file(bundle::OOM_FILE)
         .map(|t| oom::parse(&parse::text(t)))

@@ -106,3 +106,54 @@ pub fn grow_v2_shmem(dir: &Path, delta: u64) {
         .unwrap();
     std::fs::write(dir.join("memory.current"), format!("{}\n", cur + delta)).unwrap();
 }
+
+/// A bundle whose hostname, one cgroup's name and one command line are markup and script
+/// (that would log to the console if it ever ran), analyzed with the built-in rules.
+pub fn hostile_analysis() -> memgap_analyzer::Analysis {
+    let d = scratch();
+    let root = d.path().join("root");
+    memgap_collector::synth::generate(
+        &root,
+        &memgap_collector::synth::Spec::new(memgap_collector::synth::Version::V1, 20, 4),
+    )
+    .unwrap();
+    let evil = HOSTILE_SCRIPT;
+    std::fs::write(root.join("proc/sys/kernel/hostname"), format!("{evil}\n")).unwrap();
+    // A cgroup whose name is markup, holding shared memory so it gets a section and findings.
+    let cg = root.join("sys/fs/cgroup/memory/<img src=x onerror=console.error(2)>");
+    std::fs::create_dir_all(&cg).unwrap();
+    let stat = "cache 104857600\nrss 0\nshmem 104857600\nactive_file 0\ninactive_file 0\n\
+                total_cache 104857600\ntotal_rss 0\ntotal_shmem 104857600\n\
+                total_active_anon 104857600\ntotal_inactive_anon 0\ntotal_active_file 0\n\
+                total_inactive_file 0\n";
+    std::fs::write(cg.join("memory.stat"), stat).unwrap();
+    std::fs::write(cg.join("memory.usage_in_bytes"), "104857600\n").unwrap();
+    std::fs::write(cg.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+    std::fs::write(cg.join("cgroup.procs"), "").unwrap();
+    // A process whose command line is markup.
+    let pid = std::fs::read_dir(root.join("proc"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .unwrap()
+        .path();
+    std::fs::write(pid.join("cmdline"), format!("sh\0-c\0{evil}\0")).unwrap();
+    let gz = collect(&root);
+    let b = memgap_analyzer::reader::read_from(
+        &gz[..],
+        "<b>bundle</b>.tar.gz",
+        &memgap_analyzer::reader::Limits::default(),
+    )
+    .unwrap();
+    let a = memgap_analyzer::Analysis::of(&b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
+    assert!(
+        a.findings
+            .iter()
+            .any(|f| f.subject.contains("<img") && f.rule == "shmem-without-processes"),
+        "the hostile cgroup must have a finding (and so a section)"
+    );
+    a
+}
+
+/// The hostname of [`hostile_analysis`].
+pub const HOSTILE_SCRIPT: &str = "<script>console.error(1)</script>";
