@@ -8,6 +8,10 @@
 //!
 //! The floor is a plain program that reads exactly the files the collector stored, with the same
 //! number of threads and a reused buffer, and does nothing else.
+//!
+//! `--real N` (root, cgroup v1 memory controller) measures this machine instead: it creates N
+//! empty memory cgroups (pods of two containers) under
+//! `/sys/fs/cgroup/memory/memgap-bench-<pid>/`, collects `/`, and removes them.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ struct Args {
     runs: usize,
     version: Version,
     dir: PathBuf,
+    real: Option<usize>,
 }
 
 fn args() -> Args {
@@ -33,6 +38,7 @@ fn args() -> Args {
         runs: 5,
         version: Version::V1,
         dir: PathBuf::from("/dev/shm/memgap-bench"),
+        real: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -50,20 +56,71 @@ fn args() -> Args {
                 }
             }
             "--dir" => a.dir = PathBuf::from(val),
+            "--real" => a.real = Some(val.parse().expect("--real N")),
             other => panic!("unknown option {other}"),
         }
     }
     a
 }
 
+/// Real memory cgroups made for the benchmark, removed when dropped.
+struct RealCgroups(PathBuf, Vec<PathBuf>);
+
+impl RealCgroups {
+    fn create(n: usize) -> RealCgroups {
+        let top = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/memgap-bench-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&top).expect("create the benchmark's cgroup (root, cgroup v1?)");
+        let mut made = RealCgroups(top.clone(), Vec::new());
+        let mut i = 0;
+        while made.1.len() < n {
+            let pod = top.join(format!("pod{i}"));
+            std::fs::create_dir(&pod).expect("mkdir");
+            made.1.push(pod.clone());
+            for c in 0..2 {
+                if made.1.len() < n {
+                    let cg = pod.join(format!("c{c}"));
+                    std::fs::create_dir(&cg).expect("mkdir");
+                    made.1.push(cg);
+                }
+            }
+            i += 1;
+        }
+        made
+    }
+}
+
+impl Drop for RealCgroups {
+    fn drop(&mut self) {
+        for c in self.1.iter().rev() {
+            let _ = std::fs::remove_dir(c);
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 fn main() {
     let a = args();
-    let tag = format!("{:?}-{}-{}", a.version, a.cgroups, a.processes).to_lowercase();
-    let root = a.dir.join(&tag);
-    if !root.join("proc/meminfo").exists() {
-        eprintln!("generating {} ...", root.display());
-        synth::generate(&root, &Spec::new(a.version, a.cgroups, a.processes)).expect("generate");
-    }
+    let _real = a.real.map(RealCgroups::create);
+    let (tag, root) = match a.real {
+        Some(n) => (
+            format!("this machine + {n} empty memory cgroups"),
+            PathBuf::from("/"),
+        ),
+        None => {
+            let tag = format!("{:?}-{}-{}", a.version, a.cgroups, a.processes).to_lowercase();
+            let root = a.dir.join(&tag);
+            if !root.join("proc/meminfo").exists() {
+                eprintln!("generating {} ...", root.display());
+                synth::generate(&root, &Spec::new(a.version, a.cgroups, a.processes))
+                    .expect("generate");
+            }
+            (tag, root)
+        }
+    };
+    std::fs::create_dir_all(&a.dir).expect("bench dir");
     let cfg = memgap_collector::Config {
         root: root.clone(),
         kmsg: None,

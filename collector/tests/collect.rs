@@ -332,3 +332,47 @@ fn redaction_leaves_no_hostname_or_argument_anywhere() {
         .windows(14)
         .any(|w| w == b"Killed process"));
 }
+
+#[test]
+fn real_eio_and_enxio_from_the_kernel_are_recorded_not_fatal() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "real_eio_and_enxio_from_the_kernel_are_recorded_not_fatal must run in CI (root)"
+            );
+        }
+        eprintln!(
+            "SKIPPED real_eio_and_enxio_from_the_kernel_are_recorded_not_fatal: mknod needs root"
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    synth::generate(d.path(), &Spec::new(Version::V1, 20, 3)).unwrap();
+    // ENXIO: a character device whose driver does not exist (major 60 is reserved for local
+    // use and unassigned).
+    let dev = d.path().join("proc/zoneinfo");
+    std::fs::remove_file(&dev).unwrap();
+    let c = std::ffi::CString::new(dev.to_str().unwrap()).unwrap();
+    // SAFETY: creating a device node in our own temporary directory.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o444, libc::makedev(60, 0)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    // EIO: the kernel's /proc/self/mem at offset 0 (nothing is mapped there).
+    let vm = d.path().join("proc/vmstat");
+    std::fs::remove_file(&vm).unwrap();
+    std::os::unix::fs::symlink("/proc/self/mem", &vm).unwrap();
+    let (m, gz) = collect_to_vec(&config(d.path()));
+    for (p, errno) in [
+        ("/proc/zoneinfo", "os error 6"),
+        ("/proc/vmstat", "os error 5"),
+    ] {
+        let miss = m
+            .missed
+            .iter()
+            .find(|x| x.path == p)
+            .unwrap_or_else(|| panic!("{p} not recorded as missed"));
+        assert_eq!(miss.reason, MissReason::Io, "{miss:?}");
+        assert!(miss.detail.contains(errno), "{miss:?}");
+    }
+    assert!(unpack(&gz).files.contains_key("proc/meminfo"));
+}
