@@ -422,3 +422,33 @@ fn every_hostile_bundle_survives_the_whole_pipeline() {
         let _ = reader::read_from(cut, "cut.tar.gz", &Limits::default());
     }
 }
+
+#[test]
+fn a_million_tiny_entries_in_bounded_time() {
+    // With the default limits (2,000,000 entries): all are read, none is a crash, and the
+    // unknown files are simply not part of the model.
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o644);
+    for i in 0..1_000_000u32 {
+        h.set_path(format!("b/proc/x{i}")).unwrap();
+        h.set_cksum();
+        b.append(&h, &b"1"[..]).unwrap();
+    }
+    let gz = b.into_inner().unwrap().finish().unwrap();
+    let t = std::time::Instant::now();
+    let bundle = read(&gz).unwrap();
+    assert_eq!(bundle.entries.len(), 1_000_000);
+    let m = model::build(&bundle);
+    assert!(m.cgroups.is_empty());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(120),
+        "{:?}",
+        t.elapsed()
+    );
+}
