@@ -61,6 +61,8 @@ pub(crate) struct Compiled<'a> {
     pub when: Expression<'a, 'a>,
     pub bytes: Option<Expression<'a, 'a>>,
     pub evidence: Vec<(&'a str, Expression<'a, 'a>)>,
+    /// `summary`, `explain`, `fix`.
+    pub texts: [(&'static str, minijinja::Template<'a, 'a>); 3],
 }
 
 pub(crate) fn compile(set: &RuleSet) -> Vec<Compiled<'_>> {
@@ -85,6 +87,13 @@ pub(crate) fn compile(set: &RuleSet) -> Vec<Compiled<'_>> {
                 .iter()
                 .map(|(k, e)| (k.as_str(), c(env, e)))
                 .collect(),
+            texts: ["summary", "explain", "fix"].map(|f| {
+                (
+                    f,
+                    env.get_template(&rule.template(f))
+                        .expect("added when the set loaded"),
+                )
+            }),
         })
         .collect()
 }
@@ -115,14 +124,10 @@ pub(crate) struct RuleFailure {
     pub message: String,
 }
 
-pub(crate) fn run_rule(
-    set: &RuleSet,
-    c: &Compiled<'_>,
-    ctx: &Value,
-) -> Result<Verdict, RuleFailure> {
+pub(crate) fn run_rule(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
     let w = c.when.eval(ctx).map_err(|e| fail("when", e))?;
     if is_true(&w)? {
-        fire(set, c, ctx)
+        fire(c, ctx)
     } else {
         Ok(Verdict::Quiet)
     }
@@ -147,7 +152,7 @@ fn is_true(w: &Value) -> Result<bool, RuleFailure> {
 }
 
 /// Evaluates what a fired rule reports.
-fn fire(set: &RuleSet, c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
+fn fire(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
     let bytes = match &c.bytes {
         Some(b) => {
             let v = b.eval(ctx).map_err(|e| fail("bytes", e))?;
@@ -169,11 +174,8 @@ fn fire(set: &RuleSet, c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFai
             text: evidence_text(name, &v),
         });
     }
-    let render = |field: &str| -> Result<String, RuleFailure> {
-        let t = set
-            .env()
-            .get_template(&c.rule.template(field))
-            .map_err(|e| fail(field, e))?;
+    let [summary, explain, fix] = &c.texts;
+    let render = |(field, t): &(&str, minijinja::Template<'_, '_>)| {
         t.render(ctx)
             .map(|s| s.trim().to_string())
             .map_err(|e| fail(field, e))
@@ -181,9 +183,9 @@ fn fire(set: &RuleSet, c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFai
     Ok(Verdict::Fired(Box::new(Fired {
         bytes,
         evidence,
-        summary: render("summary")?,
-        explain: render("explain")?,
-        fix: render("fix")?,
+        summary: render(summary)?,
+        explain: render(explain)?,
+        fix: render(fix)?,
     })))
 }
 
@@ -234,6 +236,9 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     let (node_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = compiled
         .iter()
         .partition(|c| c.rule.spec.scope == Scope::Node);
+    let (holding_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = cg_rules
+        .into_iter()
+        .partition(|c| c.rule.spec.subjects == super::Subjects::Holding);
     let mode = model.bundle.cgroup_mode;
 
     let node_ctx = facts::node_context(&node_value);
@@ -244,8 +249,8 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     let mut out = Outcome::default();
     let node_when = all_when(set, &node_rules);
     let cg_when = all_when(set, &cg_rules);
+    let holding_when = all_when(set, &holding_rules);
     let mut node_out = run_all(
-        set,
         &node_rules,
         node_when.as_ref(),
         &node_ctx,
@@ -266,7 +271,12 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
                 name: c.display_name(),
                 cgroup: Some((i, c)),
             };
-            let mut o = run_all(set, &cg_rules, cg_when.as_ref(), &ctx, &subject, model);
+            let mut o = run_all(&cg_rules, cg_when.as_ref(), &ctx, &subject, model);
+            if c.holds_own() {
+                let mut h = run_all(&holding_rules, holding_when.as_ref(), &ctx, &subject, model);
+                o.findings.append(&mut h.findings);
+                o.diagnostics.append(&mut h.diagnostics);
+            }
             rank(&mut o.findings);
             o
         })
@@ -279,7 +289,6 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
 }
 
 fn run_all(
-    set: &RuleSet,
     rules: &[&Compiled<'_>],
     all_when: Option<&Expression<'_, '_>>,
     ctx: &Value,
@@ -300,8 +309,8 @@ fn run_all(
     for (i, c) in rules.iter().enumerate() {
         let verdict = match &whens {
             Some(w) if !w[i] => Ok(Verdict::Quiet),
-            Some(_) => fire(set, c, ctx),
-            None => run_rule(set, c, ctx),
+            Some(_) => fire(c, ctx),
+            None => run_rule(c, ctx),
         };
         match verdict {
             Ok(Verdict::Quiet) => {}

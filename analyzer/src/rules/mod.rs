@@ -61,6 +61,19 @@ pub enum Scope {
     Cgroup,
 }
 
+/// Which cgroups a cgroup rule looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subjects {
+    /// Every cgroup of the memory hierarchy with statistics.
+    #[default]
+    All,
+    /// Cgroups that hold memory themselves (`cg.holds_own`): leaves, and parents whose own
+    /// charges are a tenth of their usage or more. A parent's statistics sum its children's,
+    /// so causes are named where the memory is held.
+    Holding,
+}
+
 /// One rule as written in a rule file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +82,8 @@ pub struct RuleSpec {
     pub title: String,
     pub severity: Severity,
     pub scope: Scope,
+    #[serde(default)]
+    pub subjects: Subjects,
     /// The cause this rule diagnoses, as a short tag shared by related rules (`page-cache`).
     pub cause: String,
     /// Boolean expression: does the rule fire?
@@ -412,6 +427,14 @@ fn check_rule(
             }
             Err(x) => errors.push(err(field, t.span(), 0, x.to_string())),
         }
+    }
+    if s.scope == Scope::Node && s.subjects != Subjects::All {
+        errors.push(err(
+            "subjects",
+            s.when.span(),
+            0,
+            "only cgroup rules choose their subjects".into(),
+        ));
     }
     if s.examples.iter().all(|e| !e.fire) || s.examples.iter().all(|e| e.fire) {
         errors.push(err(
