@@ -38,6 +38,16 @@ pub fn pct(r: f64) -> String {
     }
 }
 
+/// A span of seconds for people: `45 s`, `12 min`, `3.5 h`, `4 days`.
+pub fn duration(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
 /// An integer with thousands separators: `12,345`.
 pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
@@ -71,5 +81,9 @@ mod tests {
         assert_eq!(pct(0.5), "50.0%");
         assert_eq!(thousands(-1234567), "-1,234,567");
         assert_eq!(thousands(999), "999");
+        assert_eq!(duration(90), "90 s");
+        assert_eq!(duration(600), "10 min");
+        assert_eq!(duration(9000), "2.5 h");
+        assert_eq!(duration(900_000), "10 days");
     }
 }

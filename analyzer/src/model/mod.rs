@@ -273,10 +273,23 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         }
     }
     crate::reader::cap_diagnostics(&mut diags);
-    let oom_events = b
+    let mut oom_events = b
         .shared_file(bundle::OOM_FILE)
         .map(|t| oom::parse(&parse::text(t)))
         .unwrap_or_default();
+    // How long ago each kill was: the kernel log counts from boot, like /proc/uptime.
+    let uptime_s = files.get("proc/uptime").and_then(|t| {
+        parse::text(t)
+            .split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()
+    });
+    for e in &mut oom_events {
+        if let (Some(up), Some(t)) = (uptime_s, e.time_us) {
+            e.ago_seconds = Some((up - t as f64 / 1e6).max(0.0) as u64);
+        }
+    }
     Model {
         schema_version: SCHEMA_VERSION,
         bundle: BundleInfo {

@@ -8,6 +8,8 @@ use serde::Serialize;
 pub struct OomEvent {
     /// Microseconds since boot, when known.
     pub time_us: Option<u64>,
+    /// Seconds between the kill and the collection (from `/proc/uptime`), when both are known.
+    pub ago_seconds: Option<u64>,
     /// The task whose allocation invoked the OOM killer.
     pub invoker: Option<String>,
     /// `CONSTRAINT_MEMCG` (a cgroup limit) or `CONSTRAINT_NONE` (the whole node), ...
@@ -71,6 +73,7 @@ pub fn parse(text: &str) -> Vec<OomEvent> {
             }
             cur = Some(OomEvent {
                 time_us: t,
+                ago_seconds: None,
                 invoker: Some(msg[..i].trim().to_string()),
                 ..Default::default()
             });
@@ -95,6 +98,7 @@ pub fn parse(text: &str) -> Vec<OomEvent> {
         if let Some(rest) = msg.strip_prefix("oom-kill:") {
             let e = cur.get_or_insert_with(|| OomEvent {
                 time_us: t,
+                ago_seconds: None,
                 ..Default::default()
             });
             e.constraint = field(rest, "constraint=").map(str::to_string);
@@ -108,6 +112,7 @@ pub fn parse(text: &str) -> Vec<OomEvent> {
             let rest = &msg[i + "Killed process ".len()..];
             let mut e = cur.take().unwrap_or_else(|| OomEvent {
                 time_us: t,
+                ago_seconds: None,
                 ..Default::default()
             });
             e.victim_pid = e

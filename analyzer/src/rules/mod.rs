@@ -192,7 +192,7 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// Number filters shared by rules and report templates: `bytes`, `pct`, `num`.
+/// Number filters shared by rules and report templates: `bytes`, `pct`, `num`, `duration`.
 pub fn register_filters(env: &mut Environment<'_>) {
     env.add_filter("bytes", |v: Value| -> String {
         match v.as_i64() {
@@ -207,6 +207,12 @@ pub fn register_filters(env: &mut Environment<'_>) {
         match f64::try_from(v.clone()) {
             Ok(f) => crate::format::pct(f),
             Err(_) => v.to_string(),
+        }
+    });
+    env.add_filter("duration", |v: Value| -> String {
+        match v.as_i64() {
+            Some(s) => crate::format::duration(s.max(0) as u64),
+            None => v.to_string(),
         }
     });
     env.add_filter("num", |v: Value| -> String {

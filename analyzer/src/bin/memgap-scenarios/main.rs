@@ -605,8 +605,11 @@ fn run(only: &[String], output: Option<PathBuf>, require: bool) -> anyhow::Resul
         let result = (|| -> anyhow::Result<Expectation> {
             let mut s = Scratch::default();
             let exp = setup(&ctx, &mut s)?;
+            // The kernel log is a ring buffer that outlives scenarios: only the OOM scenario
+            // reads it, so the other samples are not about an earlier run's kill.
             let cfg = memgap_collector::Config {
                 redact: true,
+                kmsg: (*name == "oom-kill").then(|| PathBuf::from("/dev/kmsg")),
                 ..Default::default()
             };
             let file = std::fs::File::create(&bundle)?;
