@@ -266,7 +266,11 @@ pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
 }
 
 /// Reads a `.tar.gz` bundle from any reader (`source` names it in messages).
-pub fn read_from(r: impl Read, source: &str, limits: &Limits) -> Result<Bundle, BundleError> {
+pub fn read_from(
+    r: impl Read + Send,
+    source: &str,
+    limits: &Limits,
+) -> Result<Bundle, BundleError> {
     assemble(read_targz(r, source, limits)?, source.to_string())
 }
 
@@ -347,19 +351,109 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-fn read_targz(r: impl Read, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+/// The decompressed stream, produced on another thread in chunks: inflating and reading the
+/// tar overlap, and the channel's bound keeps at most a few chunks in memory.
+struct Chunks {
+    rx: crossbeam_channel::Receiver<std::io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+const CHUNK: usize = 256 << 10;
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) if !c.is_empty() => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // The end of the stream, or the producer gone.
+                _ => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Inflates `r` into chunks until its end, an error, or the reader hanging up.
+fn inflate(r: impl Read, limits: &Limits, tx: crossbeam_channel::Sender<std::io::Result<Vec<u8>>>) {
+    let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(128 << 10, r));
+    let mut capped = Capped {
+        inner: gz,
+        left: limits.max_total_bytes,
+    };
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut n = 0;
+        let res = loop {
+            match capped.read(&mut chunk[n..]) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    n += k;
+                    if n == CHUNK {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        chunk.truncate(n);
+        let last = n < CHUNK;
+        if n > 0 && tx.send(Ok(chunk)).is_err() {
+            return;
+        }
+        if let Err(e) = res {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        if last {
+            let _ = tx.send(Ok(Vec::new()));
+            return;
+        }
+    }
+}
+
+fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
     // File offsets inside a blob are u32.
     let limits = &Limits {
         max_entry_bytes: limits.max_entry_bytes.min(1 << 31),
         ..*limits
     };
-    let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(128 << 10, r));
-    let capped = Capped {
-        inner: gz,
-        left: limits.max_total_bytes,
-    };
-    // tar reads 512-byte headers: serve them from a buffer, not from the inflater each time.
-    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(256 << 10, capped));
+    let (tx, rx) = crossbeam_channel::bounded(8);
+    std::thread::scope(|s| {
+        s.spawn(move || inflate(r, limits, tx));
+        let chunks = Chunks {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        // Dropping the archive (and so the receiver) before the scope ends lets the inflater
+        // stop if the archive is abandoned early.
+        read_tar(chunks, source, limits)
+    })
+}
+
+fn read_tar(stream: Chunks, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+    // tar reads 512-byte headers: serve them from a buffer, not from the channel each time.
+    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(64 << 10, stream));
     let mut raw = Raw {
         entries: Vec::new(),
         diagnostics: Vec::new(),
