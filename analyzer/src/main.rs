@@ -13,10 +13,12 @@ use memgap_analyzer::{batch, html, output, reader, Analysis};
     version,
     after_help = "\
 Examples:
+  memgap report node.tar.gz -o node.html         # the report page, for a browser or a ticket
   memgap report node.tar.gz                      # terminal summary
-  memgap report node.tar.gz --format json -o -   # the model as JSON on stdout
-  memgap report unpacked-bundle-dir/ --top 20
+  memgap report node.tar.gz --format json -o -   # the model and findings as JSON on stdout
+  memgap report bundles/ -o review/              # many bundles: index.html, pages, findings.jsonl
   memgap report node.tar.gz --fail-on critical   # exit 1 when a critical finding fires
+  memgap diff before.tar.gz after.tar.gz         # what grew between two collections
   memgap rules list                              # the catalogue
   memgap rules test --rules ./my-rules/          # run every rule's examples
 
@@ -29,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Analyze bundles (.tar.gz files or unpacked directories)
+    /// Analyze bundles (.tar.gz files, unpacked directories, directories of bundles)
     Report(ReportArgs),
     /// The rule catalogue: list it, or run the examples in every rule file
     Rules {
