@@ -14,18 +14,7 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
     let before = d.path().join("before.tar.gz");
     std::fs::write(&before, common::collect(&root)).unwrap();
     let cg_root = root.join("sys/fs/cgroup");
-    let target = walkdir::WalkDir::new(&cg_root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .find(|e| {
-            e.file_type().is_dir()
-                && e.file_name()
-                    .to_string_lossy()
-                    .starts_with("cri-containerd-")
-        })
-        .unwrap()
-        .path()
-        .to_path_buf();
+    let target = common::v2_container(&cg_root, false);
     common::grow_v2_shmem(&target, 256 << 20);
     let fresh = cg_root.join("system.slice/new.service");
     std::fs::create_dir_all(&fresh).unwrap();

@@ -17,20 +17,7 @@ fn growth_across_snapshots_fires_and_is_drawn() {
     let d = common::scratch();
     synth::generate(d.path(), &Spec::new(Version::V2, 30, 8)).unwrap();
     // The first app container found.
-    let target = walkdir::WalkDir::new(d.path().join("sys/fs/cgroup"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .find(|e| {
-            e.file_type().is_dir()
-                && e.file_name()
-                    .to_string_lossy()
-                    .starts_with("cri-containerd-")
-                && std::fs::read_to_string(e.path().join("memory.max"))
-                    .is_ok_and(|m| m.trim() != "max")
-        })
-        .expect("a limited container")
-        .path()
-        .to_path_buf();
+    let target = common::v2_container(&d.path().join("sys/fs/cgroup"), true);
     let path = target.strip_prefix(d.path().join("sys/fs/cgroup")).unwrap();
     let cg_path = format!("/{}", path.display());
     let writer = {

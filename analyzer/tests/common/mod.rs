@@ -157,3 +157,23 @@ pub fn hostile_analysis() -> memgap_analyzer::Analysis {
 
 /// The hostname of [`hostile_analysis`].
 pub const HOSTILE_SCRIPT: &str = "<script>console.error(1)</script>";
+
+/// The first container cgroup directory of a synthetic v2 node (`cri-containerd-*.scope`),
+/// optionally one with a memory limit.
+pub fn v2_container(cgroup_root: &Path, limited: bool) -> PathBuf {
+    walkdir::WalkDir::new(cgroup_root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_type().is_dir()
+                && e.file_name()
+                    .to_string_lossy()
+                    .starts_with("cri-containerd-")
+                && (!limited
+                    || std::fs::read_to_string(e.path().join("memory.max"))
+                        .is_ok_and(|m| m.trim() != "max"))
+        })
+        .expect("a container cgroup")
+        .path()
+        .to_path_buf()
+}
