@@ -16,6 +16,11 @@ pub mod parse;
 pub mod reader;
 pub mod rules;
 
+/// The files of `rules/` and `templates/`, embedded at build time (see `build.rs`).
+pub mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
 use std::path::Path;
 use std::sync::Arc;
 

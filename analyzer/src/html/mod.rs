@@ -47,7 +47,7 @@ impl Templates {
 
     /// The embedded templates, each replaced by a file of the same name in `dir`, if any.
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
-        let mut files: Vec<(String, String)> = crate::rules::EMBEDDED_TEMPLATES
+        let mut files: Vec<(String, String)> = crate::embedded::TEMPLATES
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();

@@ -17,13 +17,6 @@ use toml::Spanned;
 
 pub use engine::{evaluate, Evidence, Finding, Outcome};
 
-mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
-}
-
-/// Embedded report templates, by file name (used by the HTML report).
-pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = embedded::TEMPLATES;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -227,7 +220,7 @@ impl RuleSet {
     /// The catalogue embedded in the binary.
     pub fn builtin() -> Result<RuleSet, Vec<RuleError>> {
         Self::load(
-            embedded::RULES
+            crate::embedded::RULES
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string())),
         )
@@ -236,7 +229,7 @@ impl RuleSet {
     /// The embedded catalogue, then every `*.toml` in `dir`: a rule with an embedded rule's id
     /// replaces it, others are added.
     pub fn with_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
-        let mut files: Vec<(String, String)> = embedded::RULES
+        let mut files: Vec<(String, String)> = crate::embedded::RULES
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
