@@ -269,7 +269,7 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
                 .filter_map(|&k| m.cgroups[k].usage_bytes)
                 .sum::<u64>(),
         ),
-        "procs" => Value::from_serialize(&c.procs),
+        "procs" => Value::from_object(ProcFacts(c.procs.clone())),
         "own_procs" => Value::from(c.pids.len()),
         "top_process" => opt(top_process(m, idx).map(Value::from_serialize)),
         "stat" => flat(Which::Stat),
@@ -479,6 +479,62 @@ impl Object for PartFacts {
     }
 }
 
+/// Every key of `cg.procs`: sums over the subtree's processes (the fields of `ProcSum`).
+pub const PROC_KEYS: &[&str] = &[
+    "count",
+    "rss",
+    "rss_anon",
+    "rss_file",
+    "rss_shmem",
+    "pss",
+    "pss_anon",
+    "pss_file",
+    "pss_shmem",
+    "swap",
+    "locked",
+    "lazyfree",
+    "anon_huge",
+    "threads",
+    "pagetables",
+];
+
+/// `cg.procs`, field by field (rules read one or two of them per cgroup).
+#[derive(Debug)]
+struct ProcFacts(crate::model::ProcSum);
+
+impl Object for ProcFacts {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let p = &self.0;
+        let v = match key.as_str()? {
+            "count" => p.count,
+            "rss" => p.rss,
+            "rss_anon" => p.rss_anon,
+            "rss_file" => p.rss_file,
+            "rss_shmem" => p.rss_shmem,
+            "pss" => p.pss,
+            "pss_anon" => p.pss_anon,
+            "pss_file" => p.pss_file,
+            "pss_shmem" => p.pss_shmem,
+            "swap" => p.swap,
+            "locked" => p.locked,
+            "lazyfree" => p.lazyfree,
+            "anon_huge" => p.anon_huge,
+            "threads" => p.threads,
+            "pagetables" => p.pagetables,
+            _ => return None,
+        };
+        Some(Value::from(v))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(PROC_KEYS)
+    }
+}
+
 /// The node as rules see it; built once per model.
 #[derive(Debug, Default, Serialize)]
 pub struct NodeFacts<'a> {
@@ -592,6 +648,30 @@ pub fn node_keys() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_keys_match_the_model() {
+        let json = serde_json::to_value(crate::model::ProcSum::default()).unwrap();
+        let mut got: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = PROC_KEYS.to_vec();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        // Every listed key reads as a number.
+        let p = Arc::new(ProcFacts(crate::model::ProcSum::default()));
+        for k in PROC_KEYS {
+            assert_eq!(
+                p.get_value(&Value::from(*k)),
+                Some(Value::from(0u64)),
+                "{k}"
+            );
+        }
+    }
 
     #[test]
     fn every_part_key_has_a_label() {

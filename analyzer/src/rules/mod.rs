@@ -492,6 +492,11 @@ fn check_cgroup_path<'a>(prefix: &str, mut it: impl Iterator<Item = &'a str>) ->
             (!facts::PART_KEYS.contains(&p))
                 .then(|| format!("`{prefix}.part.{p}` is not a bridge part"))
         }
+        "procs" => {
+            let p = it.next()?;
+            (!facts::PROC_KEYS.contains(&p))
+                .then(|| format!("`{prefix}.procs.{p}` is not a process sum"))
+        }
         "parent" => check_cgroup_path(&format!("{prefix}.parent"), it),
         _ => None,
     }
