@@ -1,0 +1,17 @@
+//! Builds the model of one bundle many times, for a profiler (`perf record`).
+//! `target/release/examples/profile_model BUNDLE [RUNS]`
+fn main() {
+    let mut a = std::env::args().skip(1);
+    let path = a.next().expect("usage: profile_model BUNDLE [RUNS]");
+    let runs: usize = a.next().map_or(20, |r| r.parse().expect("RUNS"));
+    let gz = std::fs::read(&path).expect("bundle");
+    let b = memgap_analyzer::reader::read_from(&gz[..], &path, &Default::default()).expect("read");
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(memgap_analyzer::model::build(&b));
+    }
+    println!(
+        "{:.1} ms per model",
+        t.elapsed().as_secs_f64() * 1000.0 / runs as f64
+    );
+}
