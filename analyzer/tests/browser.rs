@@ -35,6 +35,16 @@ struct Run {
     netlog: String,
 }
 
+impl Run {
+    /// What the page logged to the console (script errors, blocked requests, its own logs).
+    fn console(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .collect()
+    }
+}
+
 /// Runs headless chromium on a file with a closed network and the flags that keep it from
 /// calling home; kills it after a minute.
 fn run(browser: &Path, page: &Path, extra: &[&str], work: &Path) -> Run {
@@ -159,12 +169,11 @@ fn the_report_renders_in_chromium_without_errors_or_requests() {
         &[&format!("--screenshot={}", shot.display())],
         &work,
     );
-    let console: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.contains(":CONSOLE"))
-        .collect();
-    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert!(
+        r.console().is_empty(),
+        "console messages: {:#?}",
+        r.console()
+    );
     assert!(shot.exists(), "no screenshot; chromium said:\n{}", r.stderr);
     let share = ink(&shot);
     assert!(
@@ -185,10 +194,23 @@ fn the_report_renders_in_chromium_without_errors_or_requests() {
     let r = run(&browser, &page2, &["--dump-dom"], &work);
     let req = page_requests(&r.netlog);
     assert!(req.is_empty(), "network requests without CSP: {req:?}");
-    let console: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.contains(":CONSOLE"))
-        .collect();
-    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert!(
+        r.console().is_empty(),
+        "console messages: {:#?}",
+        r.console()
+    );
+
+    // A hostile bundle: its hostname, a cgroup name and a command line are script that would
+    // log to the console if it ran. Nothing runs, and nothing is even blocked (it is text).
+    let a = common::hostile_analysis();
+    let html = Templates::builtin().unwrap().report(&a).unwrap();
+    let page3 = work.join("report-browser-test-hostile.html");
+    std::fs::write(&page3, &html).unwrap();
+    let r = run(&browser, &page3, &["--dump-dom"], &work);
+    assert!(
+        r.console().is_empty(),
+        "hostile page: console messages: {:#?}",
+        r.console()
+    );
+    assert!(page_requests(&r.netlog).is_empty());
 }
