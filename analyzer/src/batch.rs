@@ -383,12 +383,7 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine,
     let m = &a.model;
     let b = &m.bundle;
     let count = |s| a.findings.iter().filter(|f| f.severity == s).count();
-    let mut top: Vec<&crate::rules::Finding> = a.findings.iter().collect();
-    top.sort_by(|x, y| {
-        y.severity
-            .cmp(&x.severity)
-            .then(y.bytes.unwrap_or(0).cmp(&x.bytes.unwrap_or(0)))
-    });
+    let top = crate::rules::engine::by_importance(&a.findings);
     let line = BundleLine {
         bundle: bundle.to_string(),
         page: page.map(str::to_string),

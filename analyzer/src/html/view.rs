@@ -241,13 +241,7 @@ fn limit_bytes(l: Option<Limit>) -> Option<u64> {
 
 pub fn build(a: &Analysis) -> ReportView<'_> {
     let m: &Model = &a.model;
-    let mut findings: Vec<&Finding> = a.findings.iter().collect();
-    findings.sort_by(|x, y| {
-        y.severity
-            .cmp(&x.severity)
-            .then(y.bytes.unwrap_or(0).cmp(&x.bytes.unwrap_or(0)))
-            .then(x.cgroup_index.cmp(&y.cgroup_index))
-    });
+    let findings = crate::rules::engine::by_importance(&a.findings);
     let mut counts = Counts {
         cgroups: m.cgroups.len(),
         processes: m.processes.len(),

@@ -366,6 +366,18 @@ fn rank(f: &mut [Finding]) {
     }
 }
 
+/// Findings most severe first, then the largest, then in model order (node first).
+pub fn by_importance(findings: &[Finding]) -> Vec<&Finding> {
+    let mut v: Vec<&Finding> = findings.iter().collect();
+    v.sort_by(|x, y| {
+        y.severity
+            .cmp(&x.severity)
+            .then(y.bytes.unwrap_or(0).cmp(&x.bytes.unwrap_or(0)))
+            .then(x.cgroup_index.cmp(&y.cgroup_index))
+    });
+    v
+}
+
 /// Findings at or above a severity.
 pub fn at_least(findings: &[Finding], min: Severity) -> impl Iterator<Item = &Finding> {
     findings.iter().filter(move |f| f.severity >= min)
