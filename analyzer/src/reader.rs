@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memgap_collector::bundle::{self, pack, Manifest};
 use serde::Serialize;
@@ -83,17 +84,24 @@ impl std::fmt::Display for Diagnostic {
 /// The files of one snapshot, by host path without the leading `/`.
 #[derive(Debug, Default)]
 pub struct Files {
-    blobs: Vec<Vec<u8>>,
-    /// directory -> files, each as (blob, name range, content range) into `blobs`
+    /// The bundle's bytes: the decompressed tar in the chunks it was inflated in (plus the few
+    /// entries that straddle two chunks, copied whole), or an unpacked bundle's files. Shared
+    /// by every snapshot; files are ranges of it, never copies.
+    blobs: Arc<Blobs>,
+    /// Names of files stored as tar entries (pack members' names are inside the blobs).
+    names: Vec<u8>,
+    /// directory -> files
     dirs: HashMap<String, Vec<FileRef>>,
 }
 
-/// Where a file's name and content are, inside one of `Files::blobs` (no copy, no allocation
-/// per file: a 5,000-cgroup bundle holds 136,000 files).
+/// Where a file's name and content are (no copy, no allocation per file: a 5,000-cgroup
+/// bundle holds 136,000 files).
 #[derive(Debug, Clone, Copy)]
 struct FileRef {
     blob: u32,
+    /// In `names` when `own_name`, else in the blob.
     name: (u32, u32),
+    own_name: bool,
     content: (u32, u32),
 }
 
@@ -112,9 +120,24 @@ impl<'a> DirView<'a> {
             .find(|f| self.files.name(f) == name.as_bytes())
             .map(|f| self.files.content(f))
     }
+
+    /// Every file as (name, content), in bundle order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let files = self.files;
+        self.list
+            .iter()
+            .map(move |f| (files.name(f), files.content(f)))
+    }
 }
 
 impl Files {
+    fn new(blobs: Arc<Blobs>) -> Files {
+        Files {
+            blobs,
+            ..Files::default()
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<&[u8]> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         self.view(dir).get(name)
@@ -128,7 +151,12 @@ impl Files {
     }
 
     fn name(&self, f: &FileRef) -> &[u8] {
-        &self.blobs[f.blob as usize][f.name.0 as usize..f.name.1 as usize]
+        let from = if f.own_name {
+            &self.names
+        } else {
+            &self.blobs[f.blob as usize]
+        };
+        &from[f.name.0 as usize..f.name.1 as usize]
     }
 
     fn content(&self, f: &FileRef) -> &[u8] {
@@ -137,11 +165,9 @@ impl Files {
 
     /// The files of `dir`, in bundle order.
     pub fn dir(&self, dir: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &[u8])> {
-        self.dirs
-            .get(dir)
-            .into_iter()
-            .flatten()
-            .map(|f| (String::from_utf8_lossy(self.name(f)), self.content(f)))
+        self.view(dir)
+            .iter()
+            .map(|(n, c)| (String::from_utf8_lossy(n), c))
     }
 
     /// Directories at or below `prefix`, sorted.
@@ -160,46 +186,54 @@ impl Files {
         self.dirs.is_empty()
     }
 
-    fn insert(&mut self, path: &str, mut data: Vec<u8>) {
+    fn insert(&mut self, path: &str, at: Loc) {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        // Entries are capped far below 4 GiB, so u32 offsets hold. The name goes after the
-        // content in the same blob.
-        let len = data.len() as u32;
-        data.extend_from_slice(name.as_bytes());
-        let end = data.len() as u32;
-        self.blobs.push(data);
-        let blob = (self.blobs.len() - 1) as u32;
+        let start = self.names.len() as u32;
+        self.names.extend_from_slice(name.as_bytes());
         self.dirs.entry(dir.to_string()).or_default().push(FileRef {
-            blob,
-            name: (len, end),
-            content: (0, len),
+            blob: at.blob,
+            name: (start, self.names.len() as u32),
+            own_name: true,
+            content: (at.start, at.end),
         });
     }
 
-    /// Indexes a pack's files under `dir`; returns the error that stopped it, if any.
-    fn insert_pack(&mut self, dir: &str, data: Vec<u8>) -> Option<pack::PackError> {
-        self.blobs.push(data);
-        let b = self.blobs.len() - 1;
-        let base = self.blobs[b].as_ptr() as usize;
-        let mut list = Vec::new();
-        let mut err = None;
-        let off = |p: *const u8| (p as usize - base) as u32;
-        for item in pack::entries(&self.blobs[b]) {
-            match item {
-                Ok((name, content)) => {
-                    let (n, c) = (off(name.as_ptr()), off(content.as_ptr()));
-                    list.push(FileRef {
-                        blob: b as u32,
-                        name: (n, n + name.len() as u32),
-                        content: (c, c + content.len() as u32),
-                    });
-                }
-                Err(e) => err = Some(e),
-            }
-        }
-        self.dirs.entry(dir.to_string()).or_default().extend(list);
-        err
+    fn insert_pack(&mut self, dir: &str, files: Vec<FileRef>) {
+        self.dirs.entry(dir.to_string()).or_default().extend(files);
     }
+}
+
+/// Where an entry's content is: a range of one blob. Offsets are u32: blobs are chunks or
+/// single entries, both far below 4 GiB.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    blob: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Indexes a pack's files (a pack is one blob range); returns them and the error that stopped
+/// the indexing, if any.
+fn index_pack(blob: &[u8], at: Loc) -> (Vec<FileRef>, Option<pack::PackError>) {
+    let base = blob.as_ptr() as usize;
+    let off = |p: *const u8| (p as usize - base) as u32;
+    let mut list = Vec::new();
+    let mut err = None;
+    for item in pack::entries(&blob[at.start as usize..at.end as usize]) {
+        match item {
+            Ok((name, content)) => {
+                let (n, c) = (off(name.as_ptr()), off(content.as_ptr()));
+                list.push(FileRef {
+                    blob: at.blob,
+                    name: (n, n + name.len() as u32),
+                    own_name: false,
+                    content: (c, c + content.len() as u32),
+                });
+            }
+            Err(e) => err = Some(e),
+        }
+    }
+    (list, err)
 }
 
 /// One stored entry, for the report's appendix.
@@ -249,17 +283,15 @@ impl Bundle {
 /// Reads a `.tar.gz` bundle or a directory holding an unpacked one.
 pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
     let source = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| BundleError::Open {
+    let open = |e| BundleError::Open {
         path: source.clone(),
         source: e,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(open)?;
     let raw = if meta.is_dir() {
         read_dir(path, &source, limits)?
     } else {
-        let f = std::fs::File::open(path).map_err(|e| BundleError::Open {
-            path: source.clone(),
-            source: e,
-        })?;
+        let f = std::fs::File::open(path).map_err(open)?;
         read_targz(f, &source, limits)?
     };
     assemble(raw, source)
@@ -276,11 +308,27 @@ pub fn read_from(
 
 /// Entries as read, before the layout is interpreted.
 struct Raw {
-    entries: Vec<(String, Vec<u8>)>,
+    blobs: Vec<Vec<u8>>,
+    entries: Vec<RawEntry>,
     diagnostics: Vec<Diagnostic>,
 }
 
+struct RawEntry {
+    path: String,
+    at: Loc,
+    /// A pack's files, indexed as soon as the pack was read.
+    pack: Option<(Vec<FileRef>, Option<pack::PackError>)>,
+}
+
 impl Raw {
+    fn new() -> Raw {
+        Raw {
+            blobs: Vec::new(),
+            entries: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
     fn note(&mut self, source: &str, level: Level, file: Option<String>, message: String) {
         self.diagnostics.push(Diagnostic {
             level,
@@ -288,6 +336,14 @@ impl Raw {
             file: file.map(|f| shorten(&f)),
             message,
         });
+    }
+
+    /// Adds an entry whose content is `at` in `blobs`; packs are indexed here.
+    fn push(&mut self, blobs: &[Vec<u8>], path: String, at: Loc) {
+        let pack = path
+            .ends_with(pack::PACK_NAME)
+            .then(|| index_pack(&blobs[at.blob as usize], at));
+        self.entries.push(RawEntry { path, at, pack });
     }
 }
 
@@ -351,43 +407,156 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-/// The decompressed stream, produced on another thread in chunks: inflating and reading the
-/// tar overlap, and the channel's bound keeps at most a few chunks in memory.
-struct Chunks {
+/// The decompressed stream, inflated on another thread in chunks of [`CHUNK`] bytes: inflating
+/// and reading the tar overlap, and the chunks are kept as the bundle's storage (no copy).
+struct Stream {
     rx: crossbeam_channel::Receiver<std::io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
+    /// The chunks, and the entries that straddle two chunks copied whole.
+    blobs: Vec<Vec<u8>>,
+    /// Chunk number -> its index in `blobs`.
+    chunk_blob: Vec<u32>,
+    received: u64,
+    pos: u64,
     done: bool,
+    /// Why the stream ended early (corrupt gzip, over the size cap).
+    err: Option<std::io::Error>,
 }
 
 const CHUNK: usize = 256 << 10;
 
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
+impl Stream {
+    /// Waits for the chunks up to `end`; false if the stream ends before.
+    fn fill_to(&mut self, end: u64) -> bool {
+        while self.received < end && !self.done {
             match self.rx.recv() {
                 Ok(Ok(c)) if !c.is_empty() => {
-                    self.cur = c;
-                    self.pos = 0;
+                    self.received += c.len() as u64;
+                    self.chunk_blob.push(self.blobs.len() as u32);
+                    self.blobs.push(c);
                 }
                 Ok(Err(e)) => {
+                    self.err = Some(e);
                     self.done = true;
-                    return Err(e);
                 }
                 // The end of the stream, or the producer gone.
-                _ => {
-                    self.done = true;
-                    return Ok(0);
-                }
+                _ => self.done = true,
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        self.received >= end
+    }
+
+    /// Where the bytes `start..end` of the stream are; `None` if the stream is shorter.
+    fn locate(&mut self, start: u64, end: u64) -> Option<Loc> {
+        if !self.fill_to(end) {
+            return None;
+        }
+        let (first, last) = (start / CHUNK as u64, end.saturating_sub(1) / CHUNK as u64);
+        if first == last || start == end {
+            let base = first * CHUNK as u64;
+            return Some(Loc {
+                blob: self.chunk_blob[first as usize],
+                start: (start - base) as u32,
+                end: (end - base) as u32,
+            });
+        }
+        let mut whole = Vec::with_capacity((end - start) as usize);
+        let mut at = start;
+        while at < end {
+            let (i, o) = ((at / CHUNK as u64) as usize, (at % CHUNK as u64) as usize);
+            let n = (CHUNK - o).min((end - at) as usize);
+            whole.extend_from_slice(&self.blobs[self.chunk_blob[i] as usize][o..o + n]);
+            at += n as u64;
+        }
+        self.blobs.push(whole);
+        Some(Loc {
+            blob: (self.blobs.len() - 1) as u32,
+            start: 0,
+            end: (end - start) as u32,
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.fill_to(self.pos + 1) {
+            return Ok(0);
+        }
+        let (i, o) = (
+            (self.pos / CHUNK as u64) as usize,
+            (self.pos % CHUNK as u64) as usize,
+        );
+        let c = &self.blobs[self.chunk_blob[i] as usize];
+        let n = buf.len().min(c.len() - o);
+        buf[..n].copy_from_slice(&c[o..o + n]);
+        self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl std::io::Seek for Stream {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = match to {
+            std::io::SeekFrom::Start(p) => p,
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+            })?,
+            std::io::SeekFrom::End(_) => {
+                return Err(std::io::Error::other("a stream has no known end"))
+            }
+        };
+        Ok(self.pos)
+    }
+}
+
+/// The stream, shared by the tar reader (headers) and the loop over entries (contents).
+struct Shared<'a>(&'a std::cell::RefCell<Stream>);
+
+impl Read for Shared<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+impl std::io::Seek for Shared<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.borrow_mut().seek(to)
+    }
+}
+
+/// Chunks of bundles already dropped, for the next bundle to inflate into: fresh memory costs
+/// the kernel a page fault and a page clearing per 4 KiB, which measured as much as inflating
+/// itself; reused memory costs neither. Bounded, so a batch holds no more than this.
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const SPARE_MAX: usize = 128; // 32 MiB
+
+fn spare_chunk() -> Vec<u8> {
+    let reused = SPARE.lock().ok().and_then(|mut s| s.pop());
+    reused.unwrap_or_else(|| vec![0; CHUNK])
+}
+
+/// The blobs of a bundle; chunk-sized ones go back to [`SPARE`] when the bundle is dropped.
+#[derive(Debug, Default)]
+struct Blobs(Vec<Vec<u8>>);
+
+impl std::ops::Deref for Blobs {
+    type Target = [Vec<u8>];
+    fn deref(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+impl Drop for Blobs {
+    fn drop(&mut self) {
+        let Ok(mut spare) = SPARE.lock() else { return };
+        for mut b in self.0.drain(..) {
+            if spare.len() >= SPARE_MAX {
+                break;
+            }
+            if b.capacity() == CHUNK {
+                b.resize(CHUNK, 0);
+                spare.push(b);
+            }
+        }
     }
 }
 
@@ -399,7 +568,7 @@ fn inflate(r: impl Read, limits: &Limits, tx: crossbeam_channel::Sender<std::io:
         left: limits.max_total_bytes,
     };
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = spare_chunk();
         let mut n = 0;
         let res = loop {
             match capped.read(&mut chunk[n..]) {
@@ -416,7 +585,7 @@ fn inflate(r: impl Read, limits: &Limits, tx: crossbeam_channel::Sender<std::io:
         };
         chunk.truncate(n);
         let last = n < CHUNK;
-        if n > 0 && tx.send(Ok(chunk)).is_err() {
+        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
             return;
         }
         if let Err(e) = res {
@@ -431,43 +600,49 @@ fn inflate(r: impl Read, limits: &Limits, tx: crossbeam_channel::Sender<std::io:
 }
 
 fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    // File offsets inside a blob are u32.
     let limits = &Limits {
         max_entry_bytes: limits.max_entry_bytes.min(1 << 31),
         ..*limits
     };
-    let (tx, rx) = crossbeam_channel::bounded(8);
+    let (tx, rx) = crossbeam_channel::bounded(64);
     std::thread::scope(|s| {
         s.spawn(move || inflate(r, limits, tx));
-        let chunks = Chunks {
+        let stream = Stream {
             rx,
-            cur: Vec::new(),
+            blobs: Vec::new(),
+            chunk_blob: Vec::new(),
+            received: 0,
             pos: 0,
             done: false,
+            err: None,
         };
-        // Dropping the archive (and so the receiver) before the scope ends lets the inflater
-        // stop if the archive is abandoned early.
-        read_tar(chunks, source, limits)
+        // Returning (and so dropping the receiver) before the scope ends lets the inflater stop
+        // if the archive is abandoned early.
+        read_tar(stream, source, limits)
     })
 }
 
-fn read_tar(stream: Chunks, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    // tar reads 512-byte headers: serve them from a buffer, not from the channel each time.
-    let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(64 << 10, stream));
-    let mut raw = Raw {
-        entries: Vec::new(),
-        diagnostics: Vec::new(),
-    };
-    let entries = ar.entries().map_err(|e| BundleError::NotABundle {
-        path: source.into(),
-        reason: e.to_string(),
-    })?;
+/// Lists the entries of the tar as it is inflated. The tar crate reads the headers (seeking
+/// over the contents); each entry's content stays in the chunk that holds it.
+fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+    let stream = std::cell::RefCell::new(stream);
+    let mut ar = tar::Archive::new(Shared(&stream));
+    let mut raw = Raw::new();
+    let entries = ar
+        .entries_with_seek()
+        .map_err(|e| BundleError::NotABundle {
+            path: source.into(),
+            reason: e.to_string(),
+        })?;
     let mut count = 0u64;
     let mut last_ok: Option<String> = None;
+    // A damaged compressed stream explains a damaged tar better than the tar's own error.
+    let gz_err = |e: String| stream.borrow_mut().err.take().map_or(e, |g| g.to_string());
     for entry in entries {
-        let mut entry = match entry {
+        let entry = match entry {
             Ok(e) => e,
             Err(e) => {
+                let e = gz_err(e.to_string());
                 if raw.entries.is_empty() && last_ok.is_none() {
                     return Err(BundleError::NotABundle {
                         path: source.into(),
@@ -530,7 +705,7 @@ fn read_tar(stream: Chunks, source: &str, limits: &Limits) -> Result<Raw, Bundle
             );
             continue;
         };
-        let size = entry.header().size().unwrap_or(u64::MAX);
+        let size = entry.size();
         if size > limits.max_entry_bytes {
             raw.note(
                 source,
@@ -543,22 +718,36 @@ fn read_tar(stream: Chunks, source: &str, limits: &Limits) -> Result<Raw, Bundle
             );
             continue;
         }
-        let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
-        if let Err(e) = entry.read_to_end(&mut data) {
+        let start = entry.raw_file_position();
+        let located = stream
+            .borrow_mut()
+            .locate(start, start.saturating_add(size));
+        let Some(at) = located else {
+            let e = gz_err("unexpected end of data".into());
             raw.note(source, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
             break;
-        }
+        };
         last_ok = Some(clean.clone());
-        raw.entries.push((clean, data));
+        raw.push(&stream.borrow().blobs, clean, at);
+    }
+    let mut stream = stream.into_inner();
+    raw.blobs = std::mem::take(&mut stream.blobs);
+    if let Some(e) = stream.err.take() {
+        // Every entry was whole; the damage is in the padding or the trailer.
+        let after = last_ok.as_deref().unwrap_or("the start");
+        raw.note(
+            source,
+            Level::Error,
+            None,
+            format!("archive is truncated or corrupt after {after}: {e}"),
+        );
     }
     Ok(raw)
 }
 
 fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    let mut raw = Raw {
-        entries: Vec::new(),
-        diagnostics: Vec::new(),
-    };
+    let mut raw = Raw::new();
+    let mut blobs = Vec::new();
     let mut total = 0u64;
     for e in walkdir::WalkDir::new(dir)
         .follow_links(false)
@@ -592,7 +781,7 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
             continue;
         }
         let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-        if size > limits.max_entry_bytes || total + size > limits.max_total_bytes {
+        if size > limits.max_entry_bytes.min(1 << 31) || total + size > limits.max_total_bytes {
             raw.note(
                 source,
                 Level::Warning,
@@ -601,14 +790,23 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleErro
             );
             continue;
         }
-        match std::fs::read(e.path()) {
-            Ok(d) => {
+        // The file may have grown since it was measured: read no more than measured.
+        let mut d = Vec::new();
+        match std::fs::File::open(e.path()).and_then(|f| f.take(size).read_to_end(&mut d)) {
+            Ok(_) => {
                 total += d.len() as u64;
-                raw.entries.push((rel, d));
+                let at = Loc {
+                    blob: blobs.len() as u32,
+                    start: 0,
+                    end: d.len() as u32,
+                };
+                blobs.push(d);
+                raw.push(&blobs, rel, at);
             }
             Err(err) => raw.note(source, Level::Warning, Some(rel), err.to_string()),
         }
     }
+    raw.blobs = blobs;
     if raw.entries.is_empty() {
         return Err(BundleError::NotABundle {
             path: source.into(),
@@ -645,13 +843,15 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
         entries: Vec::new(),
         diagnostics: raw.diagnostics,
     };
-    let has_top = raw.entries.first().is_some_and(|(p, _)| {
+    let has_top = raw.entries.first().is_some_and(|RawEntry { path: p, .. }| {
         let first = p.split('/').next().unwrap_or_default();
         p.contains('/') && !ROOT_NAMES.contains(&first)
     });
-    let mut top = Files::default();
+    let blobs = Arc::new(Blobs(raw.blobs));
+    let mut top = Files::new(Arc::clone(&blobs));
     let mut snaps: Vec<Files> = Vec::new();
-    for (path, data) in raw.entries {
+    for RawEntry { path, at, pack } in raw.entries {
+        let content = &blobs[at.blob as usize][at.start as usize..at.end as usize];
         let rel = if has_top {
             match path.split_once('/') {
                 Some((_, r)) => r.to_string(),
@@ -662,10 +862,10 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
         };
         b.entries.push(EntryInfo {
             path: rel.clone(),
-            bytes: data.len() as u64,
+            bytes: content.len() as u64,
         });
         if rel == bundle::MANIFEST {
-            match serde_json::from_slice::<Manifest>(&data) {
+            match serde_json::from_slice::<Manifest>(content) {
                 Ok(m) => {
                     if m.format_version > bundle::FORMAT_VERSION {
                         return Err(BundleError::TooNew {
@@ -678,7 +878,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
                 }
                 Err(e) => {
                     // A manifest that is not ours may still carry a version we can check.
-                    let v = serde_json::from_slice::<serde_json::Value>(&data)
+                    let v = serde_json::from_slice::<serde_json::Value>(content)
                         .ok()
                         .and_then(|v| v.get("format_version")?.as_u64());
                     if let Some(v) = v.filter(|v| *v > bundle::FORMAT_VERSION as u64) {
@@ -705,7 +905,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
             Some((n, inner)) => match n.parse::<usize>() {
                 Ok(i) if i < 10_000 => {
                     if snaps.len() <= i {
-                        snaps.resize_with(i + 1, Files::default);
+                        snaps.resize_with(i + 1, || Files::new(Arc::clone(&blobs)));
                     }
                     (&mut snaps[i], inner.to_string())
                 }
@@ -720,16 +920,19 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
             },
             None => (&mut top, rel.clone()),
         };
-        if let Some(dir) = inner.strip_suffix(&format!("/{}", pack::PACK_NAME)) {
-            if let Some(e) = files.insert_pack(dir, data) {
-                b.diag(
-                    Level::Error,
-                    Some(&rel),
-                    format!("damaged pack: {e}; the files before the damage are used"),
-                );
+        let dir = inner.strip_suffix(pack::PACK_NAME);
+        match (dir.and_then(|d| d.strip_suffix('/')), pack) {
+            (Some(dir), Some((list, err))) => {
+                files.insert_pack(dir, list);
+                if let Some(e) = err {
+                    b.diag(
+                        Level::Error,
+                        Some(&rel),
+                        format!("damaged pack: {e}; the files before the damage are used"),
+                    );
+                }
             }
-        } else {
-            files.insert(&inner, data);
+            _ => files.insert(&inner, at),
         }
     }
     snaps.retain(|s| !s.is_empty());

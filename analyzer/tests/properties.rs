@@ -66,7 +66,21 @@ proptest! {
         let text: String = m.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
         let f = flat::parse(&text);
         prop_assert!(f.bad_lines.is_empty());
-        prop_assert_eq!(f.values, m);
+        let back: std::collections::BTreeMap<String, u64> =
+            f.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        prop_assert_eq!(back, m);
+    }
+
+    /// Files parsed one after another share key layouts; each must still read as if parsed
+    /// alone, whatever keys, order and values the files before it had.
+    #[test]
+    fn shared_layouts_never_mix_files(files in prop::collection::vec(
+        prop::collection::vec(("(cache|rss|shmem|anon|file)", 0u64..1000), 0..6), 1..20)) {
+        let mut layouts = flat::Layouts::default();
+        for lines in files {
+            let text: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+            prop_assert_eq!(flat::parse_with(text.as_bytes(), &mut layouts), flat::parse(&text));
+        }
     }
 
     #[test]

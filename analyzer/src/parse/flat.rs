@@ -1,43 +1,234 @@
 //! Flat-keyed files: `KEY VALUE` per line (`memory.stat` v1 and v2, `vmstat`, `memory.events`,
 //! `cgroup.stat`, `memory.oom_control`, `memory.swap.events`).
+//!
+//! Every cgroup of a node writes the same keys in the same order, so the key names are kept
+//! once in a shared [`Layout`] and each file keeps only its values: a 5,000-cgroup node has
+//! ~25,000 flat files of up to ~70 keys, and a string per key per file was most of the
+//! analyzer's time (see docs/performance.md).
 
-use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
-use serde::Serialize;
+use rustc_hash::FxHashMap;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// The keys of a flat file, in the order the kernel wrote them.
+#[derive(Debug)]
+pub struct Layout {
+    keys: Vec<Box<str>>,
+    /// Key -> position of its last occurrence (a later line wins, as in a map).
+    index: FxHashMap<Box<str>, u32>,
+    /// Positions of the distinct keys, sorted by key: the order of the JSON output.
+    sorted: Vec<u32>,
+}
+
+impl Layout {
+    fn new(keys: Vec<Box<str>>) -> Layout {
+        let mut index = FxHashMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            index.insert(k.clone(), i as u32);
+        }
+        let mut sorted: Vec<u32> = index.values().copied().collect();
+        sorted.sort_unstable_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
+        Layout {
+            keys,
+            index,
+            sorted,
+        }
+    }
+}
+
+static EMPTY: LazyLock<Arc<Layout>> = LazyLock::new(|| Arc::new(Layout::new(Vec::new())));
+
+/// One flat file: its values, the layout that names them, and the lines that could not be
+/// read.
+#[derive(Debug, Clone)]
 pub struct Flat {
-    pub values: BTreeMap<String, u64>,
+    layout: Arc<Layout>,
+    values: Vec<u64>,
     /// 1-based numbers of lines that were not `KEY UNSIGNED-INTEGER`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bad_lines: Vec<usize>,
+}
+
+impl Default for Flat {
+    fn default() -> Flat {
+        Flat {
+            layout: Arc::clone(&EMPTY),
+            values: Vec::new(),
+            bad_lines: Vec::new(),
+        }
+    }
 }
 
 impl Flat {
     pub fn get(&self, key: &str) -> Option<u64> {
-        self.values.get(key).copied()
+        let i = *self.layout.index.get(key)?;
+        Some(self.values[i as usize])
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.values.contains_key(key)
+        self.layout.index.contains_key(key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Distinct keys.
+    pub fn len(&self) -> usize {
+        self.layout.sorted.len()
+    }
+
+    /// (key, value), sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.layout
+            .sorted
+            .iter()
+            .map(|&i| (&*self.layout.keys[i as usize], self.values[i as usize]))
     }
 }
 
-pub fn parse(text: &str) -> Flat {
-    let mut f = Flat::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut it = line.split_ascii_whitespace();
-        match (it.next(), it.next().map(str::parse::<u64>), it.next()) {
-            (Some(k), Some(Ok(v)), None) => {
-                f.values.insert(k.to_string(), v);
-            }
-            _ => f.bad_lines.push(i + 1),
-        }
+impl PartialEq for Flat {
+    fn eq(&self, other: &Flat) -> bool {
+        self.bad_lines == other.bad_lines && self.iter().eq(other.iter())
     }
-    f
+}
+
+/// `{"values": {KEY: VALUE, ...}, "bad_lines": [...]}`, keys sorted.
+impl Serialize for Flat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Values<'a>(&'a Flat);
+        impl Serialize for Values<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0.iter() {
+                    m.serialize_entry(k, &v)?;
+                }
+                m.end()
+            }
+        }
+        let bad = !self.bad_lines.is_empty();
+        let mut m = s.serialize_map(Some(1 + bad as usize))?;
+        m.serialize_entry("values", &Values(self))?;
+        if bad {
+            m.serialize_entry("bad_lines", &self.bad_lines)?;
+        }
+        m.end()
+    }
+}
+
+/// Layouts seen so far, for files parsed one after another (one per worker thread).
+#[derive(Debug, Default)]
+pub struct Layouts {
+    recent: Vec<Arc<Layout>>,
+}
+
+/// Layouts kept per [`Layouts`]: a node has a handful of flat files, each with one layout
+/// (two for `memory.stat` on a v1 root or a v2 root).
+const KEEP: usize = 16;
+
+impl Layouts {
+    /// A known layout with exactly these keys, or a new one.
+    fn matching(&mut self, text: &[u8], lines: &[Line]) -> Arc<Layout> {
+        let same = |l: &Layout| {
+            l.keys.len() == lines.len()
+                && l.keys.iter().zip(lines).all(|(k, line)| {
+                    k.as_bytes() == &text[line.key.0 as usize..line.key.1 as usize]
+                })
+        };
+        if let Some(l) = self.recent.iter().rev().find(|l| same(l)) {
+            return Arc::clone(l);
+        }
+        let keys = lines.iter().map(|l| l.key(text).into()).collect();
+        let l = Arc::new(Layout::new(keys));
+        if self.recent.len() == KEEP {
+            self.recent.remove(0);
+        }
+        self.recent.push(Arc::clone(&l));
+        l
+    }
+}
+
+/// A good line: where its key is in the text, and its value.
+struct Line {
+    key: (u32, u32),
+    value: u64,
+}
+
+impl Line {
+    /// The key, checked to be ASCII when the line was read (kernel keys are).
+    fn key<'t>(&self, text: &'t [u8]) -> &'t str {
+        std::str::from_utf8(&text[self.key.0 as usize..self.key.1 as usize]).unwrap_or_default()
+    }
+}
+
+/// Parses one file on its own.
+pub fn parse(text: &str) -> Flat {
+    parse_with(text.as_bytes(), &mut Layouts::default())
+}
+
+/// Parses one file, sharing the key names with the files parsed before it. Works on bytes:
+/// the file is read in one pass, and only the keys need to be text.
+pub fn parse_with(text: &[u8], layouts: &mut Layouts) -> Flat {
+    let mut lines: Vec<Line> = Vec::with_capacity(64);
+    let mut bad_lines = Vec::new();
+    let (mut at, mut number) = (0, 0);
+    let n = text.len();
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\x0c');
+    while at < n {
+        number += 1;
+        while at < n && ws(text[at]) {
+            at += 1;
+        }
+        let key_start = at;
+        let mut ascii = true;
+        while at < n && text[at] != b'\n' && !ws(text[at]) {
+            ascii &= text[at].is_ascii();
+            at += 1;
+        }
+        let key_end = at;
+        while at < n && ws(text[at]) {
+            at += 1;
+        }
+        let (mut value, mut digits, mut overflow) = (0u64, 0, false);
+        while at < n && text[at].is_ascii_digit() {
+            let d = (text[at] - b'0') as u64;
+            match value.checked_mul(10).and_then(|v| v.checked_add(d)) {
+                Some(v) => value = v,
+                None => overflow = true,
+            }
+            digits += 1;
+            at += 1;
+        }
+        while at < n && ws(text[at]) {
+            at += 1;
+        }
+        let line_end = at >= n || text[at] == b'\n';
+        if key_start == key_end && line_end {
+            // A blank line.
+        } else if line_end && digits > 0 && !overflow && key_start < key_end && ascii {
+            lines.push(Line {
+                key: (key_start as u32, key_end as u32),
+                value,
+            });
+        } else {
+            bad_lines.push(number);
+            while at < n && text[at] != b'\n' {
+                at += 1;
+            }
+        }
+        at += 1; // the newline
+    }
+    let layout = if lines.is_empty() {
+        Arc::clone(&EMPTY)
+    } else {
+        layouts.matching(text, &lines)
+    };
+    Flat {
+        layout,
+        values: lines.iter().map(|l| l.value).collect(),
+        bad_lines,
+    }
 }
 
 #[cfg(test)]
@@ -71,10 +262,44 @@ mod tests {
         assert_eq!(f.get("cache"), Some(1));
         assert_eq!(f.get("anon"), Some(3));
         assert_eq!(f.bad_lines, vec![2, 3, 4, 5]);
+        let g = parse_with(b"a 1x\n\xff 2\n  b\t 3 \r\nc 4", &mut Layouts::default());
+        assert_eq!(g.bad_lines, vec![1, 2]);
+        assert_eq!((g.get("b"), g.get("c")), (Some(3), Some(4)));
     }
 
     #[test]
     fn empty() {
         assert_eq!(parse(""), Flat::default());
+        assert_eq!(parse("\n  \n"), Flat::default());
+    }
+
+    #[test]
+    fn files_with_the_same_keys_share_a_layout_and_keep_their_values() {
+        let mut layouts = Layouts::default();
+        let a = parse_with(b"cache 1\nrss 2\n", &mut layouts);
+        let b = parse_with(b"cache 3\nrss 4\n", &mut layouts);
+        let c = parse_with(b"cache 5\nrss 6\nshmem 7\n", &mut layouts);
+        assert!(Arc::ptr_eq(&a.layout, &b.layout));
+        assert!(!Arc::ptr_eq(&a.layout, &c.layout));
+        assert_eq!(
+            (a.get("rss"), b.get("rss"), c.get("shmem")),
+            (Some(2), Some(4), Some(7))
+        );
+        assert_eq!(
+            b,
+            parse("rss 4\ncache 3\n"),
+            "order of lines does not matter"
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_reads_as_its_last_line_and_is_listed_once() {
+        let f = parse("b 1\na 2\nb 3\n");
+        assert_eq!(f.get("b"), Some(3));
+        assert_eq!(f.iter().collect::<Vec<_>>(), vec![("a", 2), ("b", 3)]);
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"values":{"a":2,"b":3}}"#
+        );
     }
 }

@@ -23,43 +23,81 @@ impl KvKb {
     }
 }
 
-pub fn parse(text: &str) -> KvKb {
-    let mut out = KvKb::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+/// One line's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'t> {
+    /// A number; `kB` ones in bytes.
+    Number(u64),
+    Text(&'t str),
+}
+
+/// Calls `f(key, value)` for every readable line, in order; returns the 1-based numbers of the
+/// lines it could not read. For callers that want a few keys of many files (`status` of
+/// every process) without building a map per file.
+pub fn each<'t>(text: &'t str, mut f: impl FnMut(&'t str, Value<'t>)) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
             continue;
         }
         // smaps_rollup starts with the `start-end perms ... [rollup]` mapping line.
         if i == 0 && line.ends_with("[rollup]") {
             continue;
         }
-        let Some((k, v)) = line.split_once(':') else {
-            out.bad_lines.push(i + 1);
+        let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
+            bad.push(i + 1);
             continue;
         };
-        let (k, v) = (k.trim(), v.trim());
-        if k.is_empty() || k.contains(char::is_whitespace) {
-            out.bad_lines.push(i + 1);
+        let (k, v) = (
+            line[..colon].trim_ascii_end(),
+            line[colon + 1..].trim_ascii(),
+        );
+        if k.is_empty() || k.bytes().any(|b| b.is_ascii_whitespace()) {
+            bad.push(i + 1);
             continue;
         }
-        let mut parts = v.split_ascii_whitespace();
-        let number = parts.next().and_then(|n| n.parse::<u64>().ok());
-        match (number, parts.next(), parts.next()) {
-            (Some(n), Some("kB"), None) => match n.checked_mul(1024) {
-                Some(b) => {
-                    out.values.insert(k.to_string(), b);
-                }
-                None => out.bad_lines.push(i + 1),
+        match number(v) {
+            Some((n, "kB")) => match n.checked_mul(1024) {
+                Some(b) => f(k, Value::Number(b)),
+                None => bad.push(i + 1),
             },
-            (Some(n), None, None) => {
-                out.values.insert(k.to_string(), n);
-            }
-            _ => {
-                out.text.insert(k.to_string(), v.to_string());
-            }
+            Some((n, "")) => f(k, Value::Number(n)),
+            _ => f(k, Value::Text(v)),
         }
     }
-    out
+    bad
+}
+
+/// A leading unsigned integer and what follows it after blanks: `4 kB` -> (4, "kB").
+fn number(v: &str) -> Option<(u64, &str)> {
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let rest = &v[digits..];
+    if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
+        return None;
+    }
+    let n = v[..digits].parse().ok()?;
+    Some((n, rest.trim_ascii_start()))
+}
+
+pub fn parse(text: &str) -> KvKb {
+    let (mut values, mut texts) = (BTreeMap::new(), BTreeMap::new());
+    let bad_lines = each(text, |k, v| match v {
+        Value::Number(n) => {
+            values.insert(k.to_string(), n);
+        }
+        Value::Text(t) => {
+            texts.insert(k.to_string(), t.to_string());
+        }
+    });
+    KvKb {
+        values,
+        text: texts,
+        bad_lines,
+    }
 }
 
 #[cfg(test)]

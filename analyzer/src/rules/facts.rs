@@ -434,12 +434,7 @@ impl Object for FlatFacts {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let keys: Vec<Value> = self
-            .flat()
-            .values
-            .keys()
-            .map(|k| Value::from(k.as_str()))
-            .collect();
+        let keys: Vec<Value> = self.flat().iter().map(|(k, _)| Value::from(k)).collect();
         Enumerator::Values(keys)
     }
 }
