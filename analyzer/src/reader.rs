@@ -450,8 +450,16 @@ impl Stream {
         if !self.fill_to(end) {
             return None;
         }
+        if start == end {
+            // An empty file, maybe right at the end of the last chunk: any empty range.
+            return Some(Loc {
+                blob: 0,
+                start: 0,
+                end: 0,
+            });
+        }
         let (first, last) = (start / CHUNK as u64, end.saturating_sub(1) / CHUNK as u64);
-        if first == last || start == end {
+        if first == last {
             let base = first * CHUNK as u64;
             return Some(Loc {
                 blob: self.chunk_blob[first as usize],
@@ -968,6 +976,44 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar whose entries end exactly at chunk boundaries, straddle them, or are empty right
+    /// after one, without the end-of-archive blocks: every file must read back whole.
+    #[test]
+    fn entries_at_and_across_chunk_boundaries() {
+        fn add(tar: &mut Vec<u8>, name: &str, content: &[u8]) {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(content.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            tar.extend_from_slice(h.as_bytes());
+            tar.extend_from_slice(content);
+            tar.resize(tar.len().div_ceil(512) * 512, 0);
+        }
+        let mut tar = Vec::new();
+        let fill = vec![b'x'; CHUNK - 1024];
+        let across: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+        add(&mut tar, "b/proc/fill", &fill); // ends 512 bytes before the first boundary
+        add(&mut tar, "b/proc/empty_at_boundary", b""); // its content starts at the boundary
+        add(&mut tar, "b/proc/across", &across);
+        let pad = CHUNK * 3 - 1024 - tar.len();
+        add(&mut tar, "b/proc/pad", &vec![b'p'; pad]);
+        // Its content would start right where the tar ends, at the third boundary, with no
+        // end-of-archive blocks after it.
+        add(&mut tar, "b/proc/empty_last", b"");
+        assert_eq!(tar.len(), CHUNK * 3);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let b = read_from(&gz[..], "t.tar.gz", &Limits::default()).unwrap();
+        let f = b.latest();
+        assert_eq!(f.get("proc/fill"), Some(&fill[..]));
+        assert_eq!(f.get("proc/empty_at_boundary"), Some(&b""[..]));
+        assert_eq!(f.get("proc/across"), Some(&across[..]));
+        assert_eq!(f.get("proc/pad").map(<[u8]>::len), Some(pad));
+        assert_eq!(f.get("proc/empty_last"), Some(&b""[..]));
+    }
 
     #[test]
     fn safe_paths() {
