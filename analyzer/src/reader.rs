@@ -340,8 +340,7 @@ impl Raw {
 
     /// Adds an entry whose content is `at` in `blobs`; packs are indexed here.
     fn push(&mut self, blobs: &[Vec<u8>], path: String, at: Loc) {
-        let pack = path
-            .ends_with(pack::PACK_NAME)
+        let pack = (path.rsplit('/').next() == Some(pack::PACK_NAME))
             .then(|| index_pack(&blobs[at.blob as usize], at));
         self.entries.push(RawEntry { path, at, pack });
     }

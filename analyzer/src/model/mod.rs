@@ -164,7 +164,7 @@ pub struct ProcSum {
     pub pagetables: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Process {
     pub pid: u32,
     pub name: String,
@@ -898,33 +898,15 @@ fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProces
     let int = |t: Option<&[u8]>| t.and_then(|t| parse::text(t).trim().parse::<i64>().ok());
     let mut p = Process {
         pid,
-        name: String::new(),
         cmdline: cmdline
             .map(|c| {
                 let s = String::from_utf8_lossy(c);
                 s.trim_end_matches('\0').replace('\0', " ")
             })
             .unwrap_or_default(),
-        cgroup: None,
-        cgroup_index: None,
-        state: None,
-        threads: None,
-        rss: None,
-        rss_anon: None,
-        rss_file: None,
-        rss_shmem: None,
-        swap: None,
-        locked: None,
-        hwm: None,
-        pagetables: None,
-        pss: None,
-        pss_anon: None,
-        pss_file: None,
-        pss_shmem: None,
-        lazyfree: None,
-        anon_huge: None,
         oom_score: int(oom_score),
         oom_score_adj: int(oom_score_adj),
+        ..Process::default()
     };
     // Only the keys the model keeps are looked at: `status` has ~55 lines, 2,000 processes.
     let status = parse::text(status?);
