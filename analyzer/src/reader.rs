@@ -307,6 +307,7 @@ pub fn read_from(
 }
 
 /// Entries as read, before the layout is interpreted.
+#[derive(Default)]
 struct Raw {
     blobs: Vec<Vec<u8>>,
     entries: Vec<RawEntry>,
@@ -321,14 +322,6 @@ struct RawEntry {
 }
 
 impl Raw {
-    fn new() -> Raw {
-        Raw {
-            blobs: Vec::new(),
-            entries: Vec::new(),
-            diagnostics: Vec::new(),
-        }
-    }
-
     fn note(&mut self, source: &str, level: Level, file: Option<String>, message: String) {
         self.diagnostics.push(Diagnostic {
             level,
@@ -634,7 +627,7 @@ fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Raw,
 fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
     let stream = std::cell::RefCell::new(stream);
     let mut ar = tar::Archive::new(Shared(&stream));
-    let mut raw = Raw::new();
+    let mut raw = Raw::default();
     let entries = ar
         .entries_with_seek()
         .map_err(|e| BundleError::NotABundle {
@@ -753,7 +746,7 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
 }
 
 fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    let mut raw = Raw::new();
+    let mut raw = Raw::default();
     let mut blobs = Vec::new();
     let mut total = 0u64;
     for e in walkdir::WalkDir::new(dir)

@@ -877,6 +877,31 @@ fn read_processes(files: &Files, diag: &mut impl FnMut(Level, &str, String)) -> 
     out
 }
 
+impl Process {
+    /// Keeps a value of `status` or `smaps_rollup` (bytes, or a count) if the model uses it.
+    fn set_number(&mut self, key: &str, n: u64) {
+        let field = match key {
+            "Threads" => &mut self.threads,
+            "VmRSS" => &mut self.rss,
+            "RssAnon" => &mut self.rss_anon,
+            "RssFile" => &mut self.rss_file,
+            "RssShmem" => &mut self.rss_shmem,
+            "VmSwap" => &mut self.swap,
+            "VmLck" => &mut self.locked,
+            "VmHWM" => &mut self.hwm,
+            "VmPTE" => &mut self.pagetables,
+            "Pss" => &mut self.pss,
+            "Pss_Anon" => &mut self.pss_anon,
+            "Pss_File" => &mut self.pss_file,
+            "Pss_Shmem" => &mut self.pss_shmem,
+            "LazyFree" => &mut self.lazyfree,
+            "AnonHugePages" => &mut self.anon_huge,
+            _ => return,
+        };
+        *field = Some(n);
+    }
+}
+
 fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProcess> {
     let pid = dir
         .strip_prefix("proc/")
@@ -921,21 +946,7 @@ fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProces
                 Value::Number(n) => n.to_string(),
             })
         }
-        (k, Value::Number(n)) => {
-            let field = match k {
-                "Threads" => &mut p.threads,
-                "VmRSS" => &mut p.rss,
-                "RssAnon" => &mut p.rss_anon,
-                "RssFile" => &mut p.rss_file,
-                "RssShmem" => &mut p.rss_shmem,
-                "VmSwap" => &mut p.swap,
-                "VmLck" => &mut p.locked,
-                "VmHWM" => &mut p.hwm,
-                "VmPTE" => &mut p.pagetables,
-                _ => return,
-            };
-            *field = Some(n);
-        }
+        (k, Value::Number(n)) => p.set_number(k, n),
         _ => {}
     });
     if !bad.is_empty() {
@@ -947,17 +958,9 @@ fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProces
     }
     if let Some(t) = smaps {
         kv_kb::each(&parse::text(t), |k, v| {
-            let Value::Number(n) = v else { return };
-            let field = match k {
-                "Pss" => &mut p.pss,
-                "Pss_Anon" => &mut p.pss_anon,
-                "Pss_File" => &mut p.pss_file,
-                "Pss_Shmem" => &mut p.pss_shmem,
-                "LazyFree" => &mut p.lazyfree,
-                "AnonHugePages" => &mut p.anon_huge,
-                _ => return,
-            };
-            *field = Some(n);
+            if let Value::Number(n) = v {
+                p.set_number(k, n);
+            }
         });
     }
     p.name = comm
