@@ -251,3 +251,53 @@ fn severity_filters() {
     assert!(warn.iter().all(|f| f.severity >= Severity::Warning));
     assert!(warn.len() < a.findings.len());
 }
+
+/// The engine evaluates conditions, bytes and evidence with expressions compiled to Rust,
+/// and minijinja wherever those decline. Both must give the same values: on every example,
+/// on real kernel files (v1 and v2) and on synthetic v1 and v2 nodes.
+#[test]
+fn compiled_expressions_agree_with_minijinja() {
+    let set = builtin();
+    let check = |what: &str, a: rules::Agreement| {
+        assert!(a.mismatches.is_empty(), "{what}: {:#?}", a.mismatches);
+        // Every condition is compiled; only the `[a, b] | max` of one rule's bytes is not.
+        let not_compiled: BTreeSet<&str> = a
+            .not_compiled
+            .iter()
+            .map(|s| s.split(" on ").next().unwrap())
+            .collect();
+        assert_eq!(
+            not_compiled.into_iter().collect::<Vec<_>>(),
+            ["unevictable-mlock bytes"],
+            "{what}"
+        );
+        assert!(a.compared > 0, "{what}");
+        a
+    };
+    let ex = check("examples", rules::examples::check_native(&set));
+    // Examples leave some paths out on purpose (the rule must not need them)...
+    assert!(ex.compared > ex.deferred.len() * 4, "{ex:#?}");
+    for (what, dir) in [("real v1", real_v1_dir()), ("real v2", real_v2_scope_dir())] {
+        let b = reader::read(dir.path(), &Limits::default()).unwrap();
+        let m = std::sync::Arc::new(model::build(&b));
+        let a = check(what, rules::check_native(&set, &m));
+        // ...but on a real model no condition is left to minijinja at run time.
+        assert!(
+            !a.deferred.iter().any(|d| d.contains(" when ")),
+            "{what}: {:#?}",
+            a.deferred
+        );
+    }
+    for v in [Version::V1, Version::V2] {
+        let d = common::scratch();
+        synth::generate(d.path(), &Spec::new(v, 200, 80)).unwrap();
+        let m = std::sync::Arc::new(model_of(&collect(d.path())));
+        let a = check("synthetic", rules::check_native(&set, &m));
+        assert!(
+            !a.deferred.iter().any(|d| d.contains(" when ")),
+            "{v:?}: {:#?}",
+            a.deferred
+        );
+        assert!(a.compared > 200 * 20, "{}", a.compared);
+    }
+}

@@ -9,6 +9,7 @@ use minijinja::{Expression, Value};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::native::{self, Paths};
 use super::{evidence_text, facts, Rule, RuleSet, Scope, Severity};
 use crate::model::{K8s, Model};
 use crate::reader::{Diagnostic, Level};
@@ -55,53 +56,196 @@ pub struct Outcome {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The rule set compiled for evaluation: the rules, and the variable paths their compiled
+/// expressions read.
+pub(crate) struct Catalogue<'a> {
+    pub rules: Vec<Compiled<'a>>,
+    pub paths: Paths,
+}
+
 /// A rule with its expressions compiled against the set's environment.
 pub(crate) struct Compiled<'a> {
     pub rule: &'a Rule,
-    pub when: Expression<'a, 'a>,
-    pub bytes: Option<Expression<'a, 'a>>,
-    pub evidence: Vec<(&'a str, Expression<'a, 'a>)>,
+    pub when: Both<'a>,
+    pub bytes: Option<Both<'a>>,
+    pub evidence: Vec<(&'a str, Both<'a>)>,
     /// `summary`, `explain`, `fix`.
-    pub texts: [(&'static str, minijinja::Template<'a, 'a>); 3],
+    pub texts: [Text<'a>; 3],
 }
 
-pub(crate) fn compile(set: &RuleSet) -> Vec<Compiled<'_>> {
-    let env = set.env();
-    // Every expression compiled when the set loaded; this cannot fail.
-    fn c<'a>(
-        env: &'a minijinja::Environment<'static>,
-        s: &'a toml::Spanned<String>,
-    ) -> Expression<'a, 'a> {
-        env.compile_expression(s.get_ref())
-            .expect("checked at load")
+/// A text field: a template, or its trimmed text when it has no template syntax (most
+/// `explain` and `fix` texts), which is then not rendered for every finding.
+pub(crate) struct Text<'a> {
+    field: &'static str,
+    template: minijinja::Template<'a, 'a>,
+    fixed: Option<&'a str>,
+}
+
+impl Text<'_> {
+    fn render(&self, ctx: &Value) -> Result<String, RuleFailure> {
+        match self.fixed {
+            Some(t) => Ok(t.to_string()),
+            None => self
+                .template
+                .render(ctx)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| fail(self.field, e)),
+        }
     }
-    set.rules()
+}
+
+/// An expression for minijinja, and compiled to Rust where it can be (see `native`).
+pub(crate) struct Both<'a> {
+    jinja: Expression<'a, 'a>,
+    native: Option<native::Expr>,
+}
+
+impl Both<'_> {
+    fn eval(&self, scope: &mut native::Scope<'_>) -> Result<Value, minijinja::Error> {
+        match self.native.as_ref().and_then(|n| scope.eval(n)) {
+            Some(v) => Ok(scope.value(v)),
+            None => self.jinja.eval(scope.ctx()),
+        }
+    }
+
+    /// Compares the compiled evaluation with minijinja's on one subject.
+    fn check(&self, scope: &mut native::Scope<'_>, what: &str, out: &mut Agreement) {
+        let jinja = self.jinja.eval(scope.ctx());
+        let Some(n) = &self.native else {
+            out.not_compiled.push(what.to_string());
+            return;
+        };
+        let Some(v) = scope.eval(n) else {
+            out.deferred.push(what.to_string());
+            return;
+        };
+        let v = scope.value(v);
+        out.compared += 1;
+        match jinja {
+            Ok(j) if (j.kind(), j.to_string()) == (v.kind(), v.to_string()) => {}
+            j => out
+                .mismatches
+                .push(format!("{what}: compiled {v:?}, minijinja {j:?}")),
+        }
+    }
+}
+
+/// How the compiled expressions compared with minijinja's (`check_native`).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Agreement {
+    /// Evaluations both made.
+    pub compared: usize,
+    /// Expressions (`rule field on subject`) the compiled form left to minijinja at run time.
+    pub deferred: Vec<String>,
+    /// Expressions that are not compiled at all.
+    pub not_compiled: Vec<String>,
+    pub mismatches: Vec<String>,
+}
+
+/// Checks every expression of every rule against minijinja on one subject.
+pub(crate) fn check_rules(
+    rules: &[Compiled<'_>],
+    scope: &mut native::Scope<'_>,
+    subject: &str,
+    scope_kind: Scope,
+    out: &mut Agreement,
+) {
+    for c in rules.iter().filter(|c| c.rule.spec.scope == scope_kind) {
+        let id = &c.rule.spec.id;
+        c.when.check(scope, &format!("{id} when on {subject}"), out);
+        if let Some(b) = &c.bytes {
+            b.check(scope, &format!("{id} bytes on {subject}"), out);
+        }
+        for (name, e) in &c.evidence {
+            e.check(scope, &format!("{id} evidence.{name} on {subject}"), out);
+        }
+    }
+}
+
+/// For tests: evaluates every expression of the set both ways on the node and every cgroup
+/// of a model, as the engine would see them.
+#[doc(hidden)]
+pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
+    let cat = compile(set);
+    let node_value = Value::from_serialize(facts::node_facts(model));
+    let mut out = Agreement::default();
+    let mut scope = native::Scope::new(&cat.paths, facts::node_context(&node_value));
+    check_rules(&cat.rules, &mut scope, "node", Scope::Node, &mut out);
+    for (i, c) in model.cgroups.iter().enumerate() {
+        if c.hierarchy_is_memory(model.bundle.cgroup_mode) && c.bridge.is_some() {
+            scope.reset(facts::cgroup_context(model, &node_value, i));
+            check_rules(&cat.rules, &mut scope, &c.path, Scope::Cgroup, &mut out);
+        }
+    }
+    out
+}
+
+pub(crate) fn compile(set: &RuleSet) -> Catalogue<'_> {
+    let env = set.env();
+    let mut paths = Paths::new(env);
+    fn both<'a>(
+        env: &'a minijinja::Environment<'static>,
+        paths: &mut Paths,
+        s: &'a toml::Spanned<String>,
+    ) -> Both<'a> {
+        Both {
+            // Every expression compiled when the set loaded; this cannot fail.
+            jinja: env
+                .compile_expression(s.get_ref())
+                .expect("checked at load"),
+            native: paths.compile(s.get_ref()),
+        }
+    }
+    let mut c = |s| both(env, &mut paths, s);
+    let rules = set
+        .rules()
         .iter()
         .map(|rule| Compiled {
             rule,
-            when: c(env, &rule.spec.when),
-            bytes: rule.spec.bytes.as_ref().map(|b| c(env, b)),
+            when: c(&rule.spec.when),
+            bytes: rule.spec.bytes.as_ref().map(&mut c),
             evidence: rule
                 .spec
                 .evidence
                 .iter()
-                .map(|(k, e)| (k.as_str(), c(env, e)))
+                .map(|(k, e)| (k.as_str(), c(e)))
                 .collect(),
-            texts: ["summary", "explain", "fix"].map(|f| {
-                (
-                    f,
-                    env.get_template(&rule.template(f))
-                        .expect("added when the set loaded"),
-                )
+            texts: ["summary", "explain", "fix"].map(|field| {
+                let template = env
+                    .get_template(&rule.template(field))
+                    .expect("added when the set loaded");
+                let source = match field {
+                    "summary" => &rule.spec.summary,
+                    "explain" => &rule.spec.explain,
+                    _ => &rule.spec.fix,
+                }
+                .get_ref();
+                let fixed =
+                    (!source.contains("{{") && !source.contains("{%") && !source.contains("{#"))
+                        .then(|| source.trim());
+                Text {
+                    field,
+                    template,
+                    fixed,
+                }
             }),
         })
-        .collect()
+        .collect();
+    Catalogue { rules, paths }
 }
 
 /// The subject a finding is about.
 struct Subject<'a> {
-    name: String,
     cgroup: Option<(usize, &'a crate::model::Cgroup)>,
+}
+
+impl Subject<'_> {
+    /// `node`, or the cgroup's display name: made only for findings and diagnostics.
+    fn name(&self) -> String {
+        self.cgroup
+            .map_or_else(|| "node".into(), |(_, c)| c.display_name())
+    }
 }
 
 /// What evaluating one rule on one subject gave.
@@ -124,10 +268,13 @@ pub(crate) struct RuleFailure {
     pub message: String,
 }
 
-pub(crate) fn run_rule(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
-    let w = c.when.eval(ctx).map_err(|e| fail("when", e))?;
+pub(crate) fn run_rule(
+    c: &Compiled<'_>,
+    scope: &mut native::Scope<'_>,
+) -> Result<Verdict, RuleFailure> {
+    let w = c.when.eval(scope).map_err(|e| fail("when", e))?;
     if is_true(&w)? {
-        fire(c, ctx)
+        fire(c, scope)
     } else {
         Ok(Verdict::Quiet)
     }
@@ -152,10 +299,10 @@ fn is_true(w: &Value) -> Result<bool, RuleFailure> {
 }
 
 /// Evaluates what a fired rule reports.
-fn fire(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
+fn fire(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> Result<Verdict, RuleFailure> {
     let bytes = match &c.bytes {
         Some(b) => {
-            let v = b.eval(ctx).map_err(|e| fail("bytes", e))?;
+            let v = b.eval(scope).map_err(|e| fail("bytes", e))?;
             to_bytes(&v).map_err(|m| RuleFailure {
                 field: "bytes".into(),
                 message: m,
@@ -166,7 +313,7 @@ fn fire(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
     let mut evidence = Vec::with_capacity(c.evidence.len());
     for (name, e) in &c.evidence {
         let v = e
-            .eval(ctx)
+            .eval(scope)
             .map_err(|x| fail(&format!("evidence.{name}"), x))?;
         evidence.push(Evidence {
             name: name.to_string(),
@@ -175,34 +322,14 @@ fn fire(c: &Compiled<'_>, ctx: &Value) -> Result<Verdict, RuleFailure> {
         });
     }
     let [summary, explain, fix] = &c.texts;
-    let render = |(field, t): &(&str, minijinja::Template<'_, '_>)| {
-        t.render(ctx)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| fail(field, e))
-    };
+    let ctx = scope.ctx();
     Ok(Verdict::Fired(Box::new(Fired {
         bytes,
         evidence,
-        summary: render(summary)?,
-        explain: render(explain)?,
-        fix: render(fix)?,
+        summary: summary.render(ctx)?,
+        explain: explain.render(ctx)?,
+        fix: fix.render(ctx)?,
     })))
-}
-
-/// All `when` expressions of a group of rules as one list expression, so that a subject costs
-/// one evaluation instead of one per rule. If any rule fails on a subject, the rules are
-/// evaluated one by one there, so the failure is reported against the right rule.
-pub(crate) fn all_when<'a>(
-    set: &'a RuleSet,
-    rules: &[&Compiled<'_>],
-) -> Option<Expression<'a, 'static>> {
-    let list: Vec<String> = rules
-        .iter()
-        .map(|c| format!("({})", c.rule.spec.when.get_ref()))
-        .collect();
-    set.env()
-        .compile_expression_owned(format!("[{}]", list.join(", ")))
-        .ok()
 }
 
 fn to_bytes(v: &Value) -> Result<Option<u64>, String> {
@@ -231,9 +358,10 @@ fn error_text(e: &minijinja::Error) -> String {
 
 /// Evaluates every rule over the model.
 pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
-    let compiled = compile(set);
+    let cat = compile(set);
     let node_value = Value::from_serialize(facts::node_facts(model));
-    let (node_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = compiled
+    let (node_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = cat
+        .rules
         .iter()
         .partition(|c| c.rule.spec.scope == Scope::Node);
     let (holding_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = cg_rules
@@ -242,44 +370,33 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     let mode = model.bundle.cgroup_mode;
 
     let node_ctx = facts::node_context(&node_value);
-    let node_subject = Subject {
-        name: "node".into(),
-        cgroup: None,
-    };
+    let node_subject = Subject { cgroup: None };
     let mut out = Outcome::default();
-    let node_when = all_when(set, &node_rules);
-    let cg_when = all_when(set, &cg_rules);
-    let holding_when = all_when(set, &holding_rules);
-    let mut node_out = run_all(
-        &node_rules,
-        node_when.as_ref(),
-        &node_ctx,
-        &node_subject,
-        model,
-    );
-    out.findings.append(&mut node_out.findings);
-    out.diagnostics.append(&mut node_out.diagnostics);
+    let mut scope = native::Scope::new(&cat.paths, node_ctx);
+    run_all(&node_rules, &mut scope, &node_subject, model, &mut out);
+    rank(&mut out.findings);
 
     let per_cgroup: Vec<Outcome> = model
         .cgroups
         .par_iter()
         .enumerate()
         .filter(|(_, c)| c.hierarchy_is_memory(mode) && c.bridge.is_some())
-        .map(|(i, c)| {
-            let ctx = facts::cgroup_context(model, &node_value, i);
-            let subject = Subject {
-                name: c.display_name(),
-                cgroup: Some((i, c)),
-            };
-            let mut o = run_all(&cg_rules, cg_when.as_ref(), &ctx, &subject, model);
-            if c.holds_own() {
-                let mut h = run_all(&holding_rules, holding_when.as_ref(), &ctx, &subject, model);
-                o.findings.append(&mut h.findings);
-                o.diagnostics.append(&mut h.diagnostics);
-            }
-            rank(&mut o.findings);
-            o
-        })
+        .map_init(
+            || native::Scope::new(&cat.paths, Value::UNDEFINED),
+            |scope, (i, c)| {
+                scope.reset(facts::cgroup_context(model, &node_value, i));
+                let subject = Subject {
+                    cgroup: Some((i, c)),
+                };
+                let mut o = Outcome::default();
+                run_all(&cg_rules, scope, &subject, model, &mut o);
+                if c.holds_own() {
+                    run_all(&holding_rules, scope, &subject, model, &mut o);
+                }
+                rank(&mut o.findings);
+                o
+            },
+        )
         .collect();
     for mut o in per_cgroup {
         out.findings.append(&mut o.findings);
@@ -288,31 +405,16 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     out
 }
 
+/// Runs rules on one subject, adding what they find (or how they failed) to `out`.
 fn run_all(
     rules: &[&Compiled<'_>],
-    all_when: Option<&Expression<'_, '_>>,
-    ctx: &Value,
+    scope: &mut native::Scope<'_>,
     subject: &Subject<'_>,
     model: &Model,
-) -> Outcome {
-    let mut out = Outcome::default();
-    // The fast path: every `when` at once, each a boolean.
-    let whens: Option<Vec<bool>> = all_when
-        .and_then(|e| e.eval(ctx).ok())
-        .and_then(|v| {
-            v.try_iter()
-                .ok()?
-                .map(|w| (w.kind() == ValueKind::Bool).then(|| w.is_true()))
-                .collect()
-        })
-        .filter(|w: &Vec<bool>| w.len() == rules.len());
-    for (i, c) in rules.iter().enumerate() {
-        let verdict = match &whens {
-            Some(w) if !w[i] => Ok(Verdict::Quiet),
-            Some(_) => fire(c, ctx),
-            None => run_rule(c, ctx),
-        };
-        match verdict {
+    out: &mut Outcome,
+) {
+    for c in rules {
+        match run_rule(c, scope) {
             Ok(Verdict::Quiet) => {}
             Ok(Verdict::Fired(f)) => {
                 let spec = &c.rule.spec;
@@ -322,7 +424,7 @@ fn run_all(
                     cause: spec.cause.clone(),
                     severity: spec.severity,
                     scope: spec.scope,
-                    subject: subject.name.clone(),
+                    subject: subject.name(),
                     cgroup_path: subject.cgroup.map(|(_, c)| c.path.clone()),
                     cgroup_index: subject.cgroup.map(|(i, _)| i),
                     k8s: subject.cgroup.and_then(|(_, c)| c.k8s.clone()),
@@ -341,15 +443,15 @@ fn run_all(
                 file: None,
                 message: format!(
                     "rule {} ({}), field {}, on {}: {}",
-                    c.rule.spec.id, c.rule.file, e.field, subject.name, e.message
+                    c.rule.spec.id,
+                    c.rule.file,
+                    e.field,
+                    subject.name(),
+                    e.message
                 ),
             }),
         }
     }
-    if subject.cgroup.is_none() {
-        rank(&mut out.findings);
-    }
-    out
 }
 
 /// Orders one subject's findings: most bytes first (the headline), then severity, then id.

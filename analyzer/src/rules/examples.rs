@@ -6,6 +6,7 @@ use minijinja::Value;
 use serde::Serialize;
 
 use super::engine::{compile, run_rule, Verdict};
+use super::native::Scope;
 use super::RuleSet;
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +40,8 @@ fn context(ex: &super::Example) -> serde_json::Value {
 
 pub fn run(set: &RuleSet) -> Vec<ExampleResult> {
     let mut out = Vec::new();
-    for c in compile(set) {
+    let cat = compile(set);
+    for c in &cat.rules {
         for ex in &c.rule.spec.examples {
             let ctx = Value::from_serialize(context(ex));
             // A cgroup the rule does not look at (as the engine would skip it).
@@ -53,7 +55,7 @@ pub fn run(set: &RuleSet) -> Vec<ExampleResult> {
             let verdict = if skipped {
                 Ok(Verdict::Quiet)
             } else {
-                run_rule(&c, &ctx)
+                run_rule(c, &mut Scope::new(&cat.paths, ctx))
             };
             let failure = match verdict {
                 Err(e) => Some(format!("field {}: {}", e.field, e.message)),
@@ -73,6 +75,28 @@ pub fn run(set: &RuleSet) -> Vec<ExampleResult> {
                 example: ex.name.clone(),
                 failure,
             });
+        }
+    }
+    out
+}
+
+/// For tests: every expression of every rule evaluated both ways (compiled and minijinja) on
+/// every example's context.
+#[doc(hidden)]
+pub fn check_native(set: &RuleSet) -> super::engine::Agreement {
+    let cat = compile(set);
+    let mut out = super::engine::Agreement::default();
+    for c in &cat.rules {
+        for ex in &c.rule.spec.examples {
+            let mut scope = Scope::new(&cat.paths, Value::from_serialize(context(ex)));
+            let subject = format!("example {:?}", ex.name);
+            super::engine::check_rules(
+                std::slice::from_ref(c),
+                &mut scope,
+                &subject,
+                c.rule.spec.scope,
+                &mut out,
+            );
         }
     }
     out

@@ -4,7 +4,7 @@
 //!
 //! The names here are the rule language's vocabulary; `docs/rules.md` lists them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use serde::Serialize;
@@ -33,9 +33,8 @@ macro_rules! key_table {
     };
 }
 
-key_table!(
-    /// Every field of `cg` (and of `cg.parent`).
-    CGROUP_KEYS, cgroup_key:
+/// Every field of `cg` (and of `cg.parent`).
+pub const CGROUP_KEYS: &[&str] = &[
     "path",
     "name",
     "version",
@@ -91,7 +90,7 @@ key_table!(
     "growth",
     "steady",
     "parent",
-);
+];
 
 key_table!(
     /// Every key of `cg.part`: the bridge's parts, overlaps and the values beside usage. A
@@ -172,12 +171,13 @@ impl Object for Root {
     }
 }
 
-/// One cgroup's facts, each computed on first use: rules read the same few facts many times.
+/// One cgroup's facts, each computed when read. Not memoized: the engine's compiled
+/// expressions look each fact up once per cgroup (`native::Scope`), and only the few fired
+/// rules' templates read them again.
 #[derive(Debug)]
 pub struct CgroupFacts {
     model: Arc<Model>,
     idx: usize,
-    memo: Vec<OnceLock<Option<Value>>>,
 }
 
 impl CgroupFacts {
@@ -185,7 +185,6 @@ impl CgroupFacts {
         Value::from_object(CgroupFacts {
             model: model.clone(),
             idx,
-            memo: (0..CGROUP_KEYS.len()).map(|_| OnceLock::new()).collect(),
         })
     }
 }
@@ -196,11 +195,7 @@ impl Object for CgroupFacts {
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let key = key.as_str()?;
-        let i = cgroup_key(key)?;
-        self.memo[i]
-            .get_or_init(|| cgroup_field(&self.model, self.idx, key))
-            .clone()
+        cgroup_field(&self.model, self.idx, key.as_str()?)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {

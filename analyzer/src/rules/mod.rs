@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod examples;
 pub mod facts;
+mod native;
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-pub use engine::{evaluate, Evidence, Finding, Outcome};
+pub use engine::{check_native, evaluate, Agreement, Evidence, Finding, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
