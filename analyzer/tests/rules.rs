@@ -260,7 +260,7 @@ fn compiled_expressions_agree_with_minijinja() {
     let set = builtin();
     let check = |what: &str, a: rules::Agreement| {
         assert!(a.mismatches.is_empty(), "{what}: {:#?}", a.mismatches);
-        // Every condition is compiled; only the `[a, b] | max` of one rule's bytes is not.
+        // Every condition is compiled; only what uses `max`, `last`, `round` or a loop is not.
         let not_compiled: BTreeSet<&str> = a
             .not_compiled
             .iter()
@@ -268,20 +268,29 @@ fn compiled_expressions_agree_with_minijinja() {
             .collect();
         assert_eq!(
             not_compiled.into_iter().collect::<Vec<_>>(),
-            ["unevictable-mlock bytes"],
+            [
+                "anon-growing explain",
+                "node-oom-kills explain",
+                "node-oom-kills summary",
+                "oom-killed summary",
+                "tmpfs-in-use explain",
+                "unevictable-mlock bytes",
+                "unevictable-mlock summary"
+            ],
             "{what}"
         );
         assert!(a.compared > 0, "{what}");
         a
     };
     let ex = check("examples", rules::examples::check_native(&set));
-    // Examples leave some paths out on purpose (the rule must not need them)...
-    assert!(ex.compared > ex.deferred.len() * 4, "{ex:#?}");
+    // Examples leave out what a rule that does not fire need not read, so texts and evidence
+    // may be left to minijinja there (which fails the same way), but never a condition.
+    assert!(!ex.deferred.iter().any(|d| d.contains(" when ")), "{ex:#?}");
     for (what, dir) in [("real v1", real_v1_dir()), ("real v2", real_v2_scope_dir())] {
         let b = reader::read(dir.path(), &Limits::default()).unwrap();
         let m = std::sync::Arc::new(model::build(&b));
         let a = check(what, rules::check_native(&set, &m));
-        // ...but on a real model no condition is left to minijinja at run time.
+        // On a real model no condition is left to minijinja at run time.
         assert!(
             !a.deferred.iter().any(|d| d.contains(" when ")),
             "{what}: {:#?}",

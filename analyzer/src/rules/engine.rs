@@ -73,23 +73,55 @@ pub(crate) struct Compiled<'a> {
     pub texts: [Text<'a>; 3],
 }
 
-/// A text field: a template, or its trimmed text when it has no template syntax (most
-/// `explain` and `fix` texts), which is then not rendered for every finding.
+/// A text field: its trimmed text when it has no template syntax (most `explain` and `fix`
+/// texts), else a template for minijinja, compiled to Rust where it can be.
 pub(crate) struct Text<'a> {
     field: &'static str,
     template: minijinja::Template<'a, 'a>,
     fixed: Option<&'a str>,
+    native: Option<Vec<native::Piece>>,
 }
 
 impl Text<'_> {
-    fn render(&self, ctx: &Value) -> Result<String, RuleFailure> {
-        match self.fixed {
-            Some(t) => Ok(t.to_string()),
-            None => self
-                .template
-                .render(ctx)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| fail(self.field, e)),
+    fn render(&self, scope: &mut native::Scope<'_>) -> Result<String, RuleFailure> {
+        if let Some(t) = self.fixed {
+            return Ok(t.to_string());
+        }
+        if let Some(pieces) = &self.native {
+            let mut out = String::new();
+            if scope.render(pieces, &mut out).is_some() {
+                return Ok(out.trim().to_string());
+            }
+        }
+        self.template
+            .render(scope.ctx())
+            .map(|s| s.trim().to_string())
+            .map_err(|e| fail(self.field, e))
+    }
+
+    /// Compares the compiled rendering with minijinja's on one subject.
+    fn check(&self, scope: &mut native::Scope<'_>, what: &str, out: &mut Agreement) {
+        let Some(pieces) = &self.native else {
+            if self.fixed.is_none() {
+                out.not_compiled.push(what.to_string());
+            }
+            return;
+        };
+        let jinja = self
+            .template
+            .render(scope.ctx())
+            .map(|s| s.trim().to_string());
+        let mut text = String::new();
+        if scope.render(pieces, &mut text).is_none() {
+            out.deferred.push(what.to_string());
+            return;
+        }
+        out.compared += 1;
+        match jinja {
+            Ok(j) if j == text.trim() => {}
+            j => out
+                .mismatches
+                .push(format!("{what}: compiled {text:?}, minijinja {j:?}")),
         }
     }
 }
@@ -160,6 +192,9 @@ pub(crate) fn check_rules(
         for (name, e) in &c.evidence {
             e.check(scope, &format!("{id} evidence.{name} on {subject}"), out);
         }
+        for t in &c.texts {
+            t.check(scope, &format!("{id} {} on {subject}", t.field), out);
+        }
     }
 }
 
@@ -181,57 +216,47 @@ pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
     out
 }
 
-pub(crate) fn compile(set: &RuleSet) -> Catalogue<'_> {
+pub(crate) fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
     let env = set.env();
     let mut paths = Paths::new(env);
-    fn both<'a>(
-        env: &'a minijinja::Environment<'static>,
-        paths: &mut Paths,
-        s: &'a toml::Spanned<String>,
-    ) -> Both<'a> {
-        Both {
+    let mut rules = Vec::with_capacity(set.rules().len());
+    for rule in set.rules() {
+        let spec = &rule.spec;
+        let mut both = |s: &'a toml::Spanned<String>| Both {
             // Every expression compiled when the set loaded; this cannot fail.
             jinja: env
                 .compile_expression(s.get_ref())
                 .expect("checked at load"),
             native: paths.compile(s.get_ref()),
-        }
-    }
-    let mut c = |s| both(env, &mut paths, s);
-    let rules = set
-        .rules()
-        .iter()
-        .map(|rule| Compiled {
+        };
+        let when = both(&spec.when);
+        let bytes = spec.bytes.as_ref().map(&mut both);
+        let evidence = spec
+            .evidence
+            .iter()
+            .map(|(k, e)| (k.as_str(), both(e)))
+            .collect();
+        let texts = super::templates(spec).map(|(field, source)| {
+            let source = source.get_ref().as_str();
+            let template = env
+                .get_template(&rule.template(field))
+                .expect("added when the set loaded");
+            let plain = !["{{", "{%", "{#"].iter().any(|t| source.contains(t));
+            Text {
+                field,
+                template,
+                fixed: plain.then(|| source.trim()),
+                native: (!plain).then(|| paths.compile_template(source)).flatten(),
+            }
+        });
+        rules.push(Compiled {
             rule,
-            when: c(&rule.spec.when),
-            bytes: rule.spec.bytes.as_ref().map(&mut c),
-            evidence: rule
-                .spec
-                .evidence
-                .iter()
-                .map(|(k, e)| (k.as_str(), c(e)))
-                .collect(),
-            texts: ["summary", "explain", "fix"].map(|field| {
-                let template = env
-                    .get_template(&rule.template(field))
-                    .expect("added when the set loaded");
-                let source = match field {
-                    "summary" => &rule.spec.summary,
-                    "explain" => &rule.spec.explain,
-                    _ => &rule.spec.fix,
-                }
-                .get_ref();
-                let fixed =
-                    (!source.contains("{{") && !source.contains("{%") && !source.contains("{#"))
-                        .then(|| source.trim());
-                Text {
-                    field,
-                    template,
-                    fixed,
-                }
-            }),
-        })
-        .collect();
+            when,
+            bytes,
+            evidence,
+            texts,
+        });
+    }
     Catalogue { rules, paths }
 }
 
@@ -322,13 +347,12 @@ fn fire(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> Result<Verdict, Rule
         });
     }
     let [summary, explain, fix] = &c.texts;
-    let ctx = scope.ctx();
     Ok(Verdict::Fired(Box::new(Fired {
         bytes,
         evidence,
-        summary: summary.render(ctx)?,
-        explain: explain.render(ctx)?,
-        fix: fix.render(ctx)?,
+        summary: summary.render(scope)?,
+        explain: explain.render(scope)?,
+        fix: fix.render(scope)?,
     })))
 }
 

@@ -186,35 +186,54 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// Number filters shared by rules and report templates: `bytes`, `pct`, `num`, `duration`.
+/// Number filters shared by rules and report templates, by name. Rule texts compiled to Rust
+/// (`native`) call the same functions.
+pub const FILTERS: [(&str, Filter); 4] = [
+    ("bytes", filter_bytes),
+    ("pct", filter_pct),
+    ("duration", filter_duration),
+    ("num", filter_num),
+];
+
+/// A number filter: a value to its text.
+pub type Filter = fn(Value) -> String;
+
+/// Registers `FILTERS`.
 pub fn register_filters(env: &mut Environment<'_>) {
-    env.add_filter("bytes", |v: Value| -> String {
-        match v.as_i64() {
-            Some(n) => crate::format::signed_bytes(n),
-            None => match f64::try_from(v.clone()) {
-                Ok(f) if f.is_finite() => crate::format::signed_bytes(f as i64),
-                _ => v.to_string(),
-            },
-        }
-    });
-    env.add_filter("pct", |v: Value| -> String {
-        match f64::try_from(v.clone()) {
-            Ok(f) => crate::format::pct(f),
-            Err(_) => v.to_string(),
-        }
-    });
-    env.add_filter("duration", |v: Value| -> String {
-        match v.as_i64() {
-            Some(s) => crate::format::duration(s.max(0) as u64),
-            None => v.to_string(),
-        }
-    });
-    env.add_filter("num", |v: Value| -> String {
-        match v.as_i64() {
-            Some(n) => crate::format::thousands(n),
-            None => v.to_string(),
-        }
-    });
+    for (name, f) in FILTERS {
+        env.add_filter(name, f);
+    }
+}
+
+fn filter_bytes(v: Value) -> String {
+    match v.as_i64() {
+        Some(n) => crate::format::signed_bytes(n),
+        None => match f64::try_from(v.clone()) {
+            Ok(f) if f.is_finite() => crate::format::signed_bytes(f as i64),
+            _ => v.to_string(),
+        },
+    }
+}
+
+fn filter_pct(v: Value) -> String {
+    match f64::try_from(v.clone()) {
+        Ok(f) => crate::format::pct(f),
+        Err(_) => v.to_string(),
+    }
+}
+
+fn filter_duration(v: Value) -> String {
+    match v.as_i64() {
+        Some(s) => crate::format::duration(s.max(0) as u64),
+        None => v.to_string(),
+    }
+}
+
+fn filter_num(v: Value) -> String {
+    match v.as_i64() {
+        Some(n) => crate::format::thousands(n),
+        None => v.to_string(),
+    }
 }
 
 impl RuleSet {

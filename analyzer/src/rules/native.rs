@@ -8,9 +8,13 @@
 //!
 //! Compiled: numbers, strings, `true`/`false`/`none`, variables and their attributes,
 //! `+ - * /`, the six comparisons, `and`/`or`/`not`, unary minus, `x if c else y`,
-//! `is none`, `| default(v)` and `| length`.
+//! `is none`, `| default(v)` and `| length`; and templates made of text, `{% if %}` and
+//! `{{ ... }}`, with memgap's own filters (`bytes`, `pct`...: the same functions) applied
+//! last.
 
-use minijinja::machinery::{ast, parse_expr};
+use std::fmt::Write;
+
+use minijinja::machinery::{ast, parse, parse_expr, WhitespaceConfig};
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
@@ -82,6 +86,15 @@ pub(crate) enum Expr {
     IsNone(Box<Expr>),
     Default(Box<Expr>, Box<Expr>),
     Length(Box<Expr>),
+}
+
+/// A compiled template: text, values and conditions.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Raw(String),
+    /// A value, through one of `super::FILTERS` (by index) if given.
+    Emit(Expr, Option<usize>),
+    If(Expr, Vec<Piece>, Vec<Piece>),
 }
 
 /// Every variable path the compiled expressions read (`cg`, `cg.part`, `cg.part.shmem`...),
@@ -179,6 +192,42 @@ impl Paths {
             }
             _ => return None,
         })
+    }
+
+    /// Compiles a template; `None` when it uses anything but text, `{{ }}` and `{% if %}`.
+    pub fn compile_template(&mut self, source: &str) -> Option<Vec<Piece>> {
+        let config = Default::default();
+        match parse(source, "", config, WhitespaceConfig::default()).ok()? {
+            ast::Stmt::Template(t) => self.pieces(&t.children),
+            _ => None,
+        }
+    }
+
+    fn pieces(&mut self, stmts: &[ast::Stmt<'_>]) -> Option<Vec<Piece>> {
+        stmts
+            .iter()
+            .map(|s| {
+                Some(match s {
+                    ast::Stmt::EmitRaw(r) => Piece::Raw(r.raw.to_string()),
+                    ast::Stmt::EmitExpr(e) => match &e.expr {
+                        ast::Expr::Filter(f) if f.args.is_empty() => {
+                            let i = super::FILTERS.iter().position(|(n, _)| *n == f.name);
+                            match (i, &f.expr) {
+                                (Some(i), Some(x)) => Piece::Emit(self.expr(x)?, Some(i)),
+                                _ => Piece::Emit(self.expr(&e.expr)?, None),
+                            }
+                        }
+                        x => Piece::Emit(self.expr(x)?, None),
+                    },
+                    ast::Stmt::IfCond(c) => Piece::If(
+                        self.expr(&c.expr)?,
+                        self.pieces(&c.true_body)?,
+                        self.pieces(&c.false_body)?,
+                    ),
+                    _ => return None,
+                })
+            })
+            .collect()
     }
 
     fn path(&mut self, e: &ast::Expr<'_>) -> Option<usize> {
@@ -361,6 +410,29 @@ impl<'a> Scope<'a> {
         })
     }
 
+    /// Renders a compiled template into `out`; `None` means "ask minijinja".
+    pub fn render(&mut self, pieces: &[Piece], out: &mut String) -> Option<()> {
+        for p in pieces {
+            match p {
+                Piece::Raw(t) => out.push_str(t),
+                Piece::Emit(e, filter) => {
+                    let v = self.eval(e)?;
+                    match (filter, v) {
+                        (Some(f), v) => out.push_str(&(super::FILTERS[*f].1)(self.value(v))),
+                        (None, V::Obj(r)) => write!(out, "{}", self.obj(r)).ok()?,
+                        (None, v) => write!(out, "{}", self.value(v)).ok()?,
+                    }
+                }
+                Piece::If(c, yes, no) => {
+                    let c = self.eval(c)?;
+                    let body = if self.truthy(c)? { yes } else { no };
+                    self.render(body, out)?;
+                }
+            }
+        }
+        Some(())
+    }
+
     fn compare(&self, op: Cmp, l: V, r: V) -> Option<bool> {
         use std::cmp::Ordering;
         let ord: Ordering = match (l, r) {
@@ -508,6 +580,40 @@ mod tests {
             "cg.m or 1",
         ] {
             same(s, ctx.clone());
+        }
+    }
+
+    #[test]
+    fn templates_agree_with_minijinja() {
+        let env = super::super::environment();
+        let ctx = Value::from_serialize(serde_json::json!({
+            "cg": {"a": 3, "b": 2.5, "f": 2.0, "s": "x", "n": null, "big": 5_000_000_000u64},
+        }));
+        for source in [
+            "plain text",
+            "{{ cg.a }} and {{ cg.b }}, {{ cg.f }}, {{ cg.s }}, {{ cg.n }}",
+            "{{ cg.big | bytes }} ({{ cg.big | num }}, {{ cg.b | pct }}, {{ cg.a | duration }})",
+            "{% if cg.a > 2 %}big{% else %}small{% endif %}: {{ (cg.a * MiB) | bytes }}",
+            "a {% if cg.n %}x{% endif %}\n  b {%- if cg.s == \"x\" %} y {% endif -%} c",
+        ] {
+            let mut paths = Paths::new(&env);
+            let t = paths
+                .compile_template(source)
+                .unwrap_or_else(|| panic!("{source} did not compile"));
+            let want = env.render_str(source, &ctx).unwrap();
+            let mut got = String::new();
+            Scope::new(&paths, ctx.clone())
+                .render(&t, &mut got)
+                .unwrap_or_else(|| panic!("{source} deferred"));
+            assert_eq!(got, want, "{source}");
+        }
+        let mut paths = Paths::new(&env);
+        for source in [
+            "{% for x in cg.l %}{% endfor %}",
+            "{{ cg.b | round(1) }}",
+            "{{ (cg.a | bytes) ~ \"!\" }}",
+        ] {
+            assert!(paths.compile_template(source).is_none(), "{source}");
         }
     }
 
