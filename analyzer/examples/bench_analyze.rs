@@ -10,6 +10,10 @@
 //! target/release/examples/bench_analyze /tmp/synth5k.tar.gz 9
 //! ```
 
+/// The allocator of the `memgap` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Read;
 use std::time::{Duration, Instant};
 

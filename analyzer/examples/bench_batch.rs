@@ -6,6 +6,10 @@
 //! target/release/examples/bench_batch /tmp/synth5k.tar.gz 200
 //! ```
 
+/// The allocator of the `memgap` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use memgap_analyzer::batch::{self, Options};

@@ -1,5 +1,10 @@
 //! Builds the model of one bundle many times, for a profiler (`perf record`).
 //! `target/release/examples/profile_model BUNDLE [RUNS]`
+
+/// The allocator of the `memgap` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut a = std::env::args().skip(1);
     let path = a.next().expect("usage: profile_model BUNDLE [RUNS]");

@@ -1,5 +1,10 @@
 //! Evaluates the built-in rules over one bundle's model many times, for a profiler.
 //! `target/release/examples/profile_rules BUNDLE [RUNS]`
+
+/// The allocator of the `memgap` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 fn main() {

@@ -1,4 +1,5 @@
 use std::io::Write;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -6,6 +7,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use memgap_analyzer::rules::{self, RuleSet, Severity};
 use memgap_analyzer::{batch, html, output, reader, Analysis};
+
+/// mimalloc: model building and the rules allocate many small values; glibc's malloc made
+/// them 10-25% slower (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Explain why containers' memory usage exceeds their processes' RSS, from memgap bundles.
 #[derive(Parser, Debug)]

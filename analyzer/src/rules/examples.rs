@@ -90,7 +90,13 @@ pub fn check_native(set: &RuleSet) -> super::engine::Agreement {
     let cat = compile(set);
     let mut out = super::engine::Agreement::default();
     for c in &cat.rules {
-        for ex in c.rule.spec.examples.iter().filter(|ex| !skipped(c.rule, ex)) {
+        for ex in c
+            .rule
+            .spec
+            .examples
+            .iter()
+            .filter(|ex| !skipped(c.rule, ex))
+        {
             let mut scope = Scope::new(&cat.paths, Value::from_serialize(context(ex)));
             let subject = format!("example {:?}", ex.name);
             super::engine::check_rules(
