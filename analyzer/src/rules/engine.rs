@@ -297,8 +297,12 @@ pub(crate) fn run_rule(
     c: &Compiled<'_>,
     scope: &mut native::Scope<'_>,
 ) -> Result<Verdict, RuleFailure> {
-    let w = c.when.eval(scope).map_err(|e| fail("when", e))?;
-    if is_true(&w)? {
+    // The compiled condition's boolean as is; anything else through the checks below.
+    let fires = match c.when.native.as_ref().and_then(|n| scope.eval(n)) {
+        Some(native::V::Bool(b)) => b,
+        _ => is_true(&c.when.eval(scope).map_err(|e| fail("when", e))?)?,
+    };
+    if fires {
         fire(c, scope)
     } else {
         Ok(Verdict::Quiet)
