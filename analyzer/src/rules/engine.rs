@@ -198,6 +198,11 @@ pub(crate) fn check_rules(
     }
 }
 
+/// The cgroups cgroup rules look at: those of the memory hierarchy with statistics.
+fn is_subject(model: &Model, c: &crate::model::Cgroup) -> bool {
+    c.hierarchy_is_memory(model.bundle.cgroup_mode) && c.bridge.is_some()
+}
+
 /// For tests: evaluates every expression of the set both ways on the node and every cgroup
 /// of a model, as the engine would see them.
 #[doc(hidden)]
@@ -208,7 +213,7 @@ pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
     let mut scope = native::Scope::new(&cat.paths, facts::node_context(&node_value));
     check_rules(&cat.rules, &mut scope, "node", Scope::Node, &mut out);
     for (i, c) in model.cgroups.iter().enumerate() {
-        if c.hierarchy_is_memory(model.bundle.cgroup_mode) && c.bridge.is_some() {
+        if is_subject(model, c) {
             scope.reset(facts::cgroup_context(model, &node_value, i));
             check_rules(&cat.rules, &mut scope, &c.path, Scope::Cgroup, &mut out);
         }
@@ -300,7 +305,13 @@ pub(crate) fn run_rule(
     // The compiled condition's boolean as is; anything else through the checks below.
     let fires = match c.when.native.as_ref().and_then(|n| scope.eval(n)) {
         Some(native::V::Bool(b)) => b,
-        _ => is_true(&c.when.eval(scope).map_err(|e| fail("when", e))?)?,
+        Some(v) => is_true(&scope.value(v))?,
+        None => is_true(
+            &c.when
+                .jinja
+                .eval(scope.ctx())
+                .map_err(|e| fail("when", e))?,
+        )?,
     };
     if fires {
         fire(c, scope)
@@ -395,7 +406,6 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     let (holding_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = cg_rules
         .into_iter()
         .partition(|c| c.rule.spec.subjects == super::Subjects::Holding);
-    let mode = model.bundle.cgroup_mode;
 
     let node_ctx = facts::node_context(&node_value);
     let node_subject = Subject { cgroup: None };
@@ -408,7 +418,7 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
         .cgroups
         .par_iter()
         .enumerate()
-        .filter(|(_, c)| c.hierarchy_is_memory(mode) && c.bridge.is_some())
+        .filter(|(_, c)| is_subject(model, c))
         .map_init(
             || native::Scope::new(&cat.paths, Value::UNDEFINED),
             |scope, (i, c)| {
