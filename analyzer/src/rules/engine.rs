@@ -214,7 +214,10 @@ pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
     check_rules(&cat.rules, &mut scope, "node", Scope::Node, &mut out);
     for (i, c) in model.cgroups.iter().enumerate() {
         if is_subject(model, c) {
-            scope.reset(facts::cgroup_context(model, &node_value, i));
+            scope.reset(
+                facts::cgroup_context(model, &node_value, i),
+                Some((model, i)),
+            );
             check_rules(&cat.rules, &mut scope, &c.path, Scope::Cgroup, &mut out);
         }
     }
@@ -422,7 +425,10 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
         .map_init(
             || native::Scope::new(&cat.paths, Value::UNDEFINED),
             |scope, (i, c)| {
-                scope.reset(facts::cgroup_context(model, &node_value, i));
+                scope.reset(
+                    facts::cgroup_context(model, &node_value, i),
+                    Some((model, i)),
+                );
                 let subject = Subject {
                     cgroup: Some((i, c)),
                 };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use serde::Serialize;
 
-use crate::model::{Cgroup, Model};
+use crate::model::{Cgroup, Model, ProcSum};
 use crate::parse::{Flat, Limit};
 
 /// A list of keys and the function giving a key's position in it, from one list.
@@ -229,12 +229,119 @@ fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::from(()), Into::into)
 }
 
-fn limit_bytes(l: Option<Limit>) -> Value {
-    opt(l.and_then(Limit::bytes))
+/// A fact that is a number, a boolean or none: what compiled rule expressions read without
+/// building a minijinja value (`native::Scope`), and what minijinja reads as one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    None,
+}
+
+impl From<Scalar> for Value {
+    fn from(s: Scalar) -> Value {
+        match s {
+            Scalar::U64(v) => Value::from(v),
+            Scalar::I64(v) => Value::from(v),
+            Scalar::F64(v) => Value::from(v),
+            Scalar::Bool(v) => Value::from(v),
+            Scalar::None => Value::from(()),
+        }
+    }
+}
+
+macro_rules! scalar_from {
+    ($($t:ty => $v:ident as $as:ty),* $(,)?) => {$(
+        impl From<$t> for Scalar {
+            fn from(v: $t) -> Scalar {
+                Scalar::$v(v as $as)
+            }
+        }
+    )*};
+}
+scalar_from!(u8 => U64 as u64, usize => U64 as u64, u64 => U64 as u64, i64 => I64 as i64, f64 => F64 as f64);
+
+impl From<bool> for Scalar {
+    fn from(v: bool) -> Scalar {
+        Scalar::Bool(v)
+    }
+}
+
+impl<T: Into<Scalar>> From<Option<T>> for Scalar {
+    fn from(v: Option<T>) -> Scalar {
+        v.map_or(Scalar::None, Into::into)
+    }
+}
+
+/// How a scalar fact of a cgroup is computed.
+pub type ScalarFn = fn(&Model, &Cgroup) -> Scalar;
+
+/// The scalar facts of `cg`, each defined once: a `match` from name to function (see
+/// `key_table!`).
+macro_rules! scalar_fields {
+    ($($k:literal => $f:expr,)*) => {
+        fn scalar_field(key: &str) -> Option<ScalarFn> {
+            match key {
+                $($k => Some($f),)*
+                _ => None,
+            }
+        }
+
+        #[cfg(test)]
+        const SCALAR_KEYS: &[&str] = &[$($k),*];
+    };
+}
+
+scalar_fields! {
+    "version" => |_, c| c.version.into(),
+    "depth" => |_, c| c.depth.into(),
+    "is_root" => |_, c| (c.path == "/").into(),
+    "is_leaf" => |_, c| c.children.is_empty().into(),
+    "holds_own" => |_, c| c.holds_own().into(),
+    "children_count" => |_, c| c.children.len().into(),
+    "is_k8s" => |_, c| c.k8s.is_some().into(),
+    "is_pod" => |_, c| c.k8s.as_ref().is_some_and(|k| k.level == "pod").into(),
+    "is_container" => |_, c| c.k8s.as_ref().is_some_and(|k| k.level == "container").into(),
+    "usage_bytes" => |_, c| c.usage_bytes.unwrap_or(0).into(),
+    "limit_bytes" => |_, c| c.limit.and_then(Limit::bytes).into(),
+    "effective_limit_bytes" => |_, c| c.effective_limit.and_then(Limit::bytes).into(),
+    "limited_by_ancestor" => |_, c| limited_by_ancestor(c).into(),
+    "high_bytes" => |_, c| c.high.and_then(Limit::bytes).into(),
+    "peak_bytes" => |_, c| c.peak_bytes.into(),
+    "failcnt" => |_, c| c.failcnt.into(),
+    "kmem_bytes" => |_, c| c.kmem_bytes.into(),
+    "tcp_bytes" => |_, c| c.tcp_bytes.into(),
+    "memsw_bytes" => |_, c| c.memsw_bytes.into(),
+    "swap_bytes" => |_, c| c.swap_bytes.unwrap_or(0).into(),
+    "kernel_bytes" => |_, c| kernel_bytes(c).into(),
+    "slab_bytes" => |_, c| slab_bytes(c).into(),
+    "working_set_bytes" => |_, c| c.cadvisor.working_set_bytes.into(),
+    "remainder_bytes" => |_, c| c.bridge.as_ref().map_or(0, |b| b.remainder_bytes).into(),
+    "fuzz_bytes" => |_, c| c.bridge.as_ref().map_or(0, |b| b.fuzz_bytes).into(),
+    "within_fuzz" => |_, c| c.bridge.as_ref().is_none_or(|b| b.within_fuzz).into(),
+    "gap_vs_rss_bytes" => |_, c| c.gap_vs_rss_bytes.into(),
+    "gap_vs_anon_bytes" => |_, c| c.gap_vs_anon_bytes.unwrap_or(0).into(),
+    "usage_ratio" => |_, c| c.usage_ratio.into(),
+    "working_set_ratio" => |_, c| c.working_set_ratio.into(),
+    "own_usage_bytes" => |_, c| c.own_usage_bytes.into(),
+    "children_usage_bytes" => |m, c| {
+        let sum: u64 = c.children.iter().filter_map(|&k| m.cgroups[k].usage_bytes).sum();
+        sum.into()
+    },
+    "own_procs" => |_, c| c.pids.len().into(),
+    "oom_kills" => |_, c| oom_kills(c).into(),
+    "limit_hits" => |_, c| limit_hits(c).into(),
+    "high_events" => |_, c| local_event(c, "high").into(),
+    "dying_descendants" => |_, c| c.cgroup_stat.get("nr_dying_descendants").into(),
 }
 
 fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
     let c = &m.cgroups[idx];
+    if let Some(f) = scalar_field(key) {
+        return Some(f(m, c).into());
+    }
     let flat = |which| {
         Value::from_object(FlatFacts {
             model: m.clone(),
@@ -245,49 +352,11 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
     Some(match key {
         "path" => Value::from(c.path.as_str()),
         "name" => Value::from(c.display_name()),
-        "version" => Value::from(c.version),
-        "depth" => Value::from(c.depth),
-        "is_root" => Value::from(c.path == "/"),
-        "is_leaf" => Value::from(c.children.is_empty()),
-        "holds_own" => Value::from(c.holds_own()),
-        "children_count" => Value::from(c.children.len()),
         "k8s" => opt(c.k8s.as_ref().map(Value::from_serialize)),
-        "is_k8s" => Value::from(c.k8s.is_some()),
-        "is_pod" => Value::from(c.k8s.as_ref().is_some_and(|k| k.level == "pod")),
-        "is_container" => Value::from(c.k8s.as_ref().is_some_and(|k| k.level == "container")),
-        "usage_bytes" => Value::from(c.usage_bytes.unwrap_or(0)),
-        "limit_bytes" => limit_bytes(c.limit),
-        "effective_limit_bytes" => limit_bytes(c.effective_limit),
         "limited_by" => opt(c.limited_by.as_deref()),
-        "limited_by_ancestor" => Value::from(limited_by_ancestor(c)),
-        "high_bytes" => limit_bytes(c.high),
-        "peak_bytes" => opt(c.peak_bytes),
-        "failcnt" => opt(c.failcnt),
-        "kmem_bytes" => opt(c.kmem_bytes),
-        "tcp_bytes" => opt(c.tcp_bytes),
-        "memsw_bytes" => opt(c.memsw_bytes),
-        "swap_bytes" => Value::from(c.swap_bytes.unwrap_or(0)),
-        "kernel_bytes" => Value::from(kernel_bytes(c)),
-        "slab_bytes" => opt(slab_bytes(c)),
-        "working_set_bytes" => Value::from(c.cadvisor.working_set_bytes),
         "cadvisor" => Value::from_serialize(&c.cadvisor),
-        "part" => Value::from_object(PartFacts::of(c)),
-        "remainder_bytes" => Value::from(c.bridge.as_ref().map_or(0, |b| b.remainder_bytes)),
-        "fuzz_bytes" => Value::from(c.bridge.as_ref().map_or(0, |b| b.fuzz_bytes)),
-        "within_fuzz" => Value::from(c.bridge.as_ref().is_none_or(|b| b.within_fuzz)),
-        "gap_vs_rss_bytes" => opt(c.gap_vs_rss_bytes),
-        "gap_vs_anon_bytes" => Value::from(c.gap_vs_anon_bytes.unwrap_or(0)),
-        "usage_ratio" => opt(c.usage_ratio),
-        "working_set_ratio" => opt(c.working_set_ratio),
-        "own_usage_bytes" => opt(c.own_usage_bytes),
-        "children_usage_bytes" => Value::from(
-            c.children
-                .iter()
-                .filter_map(|&k| m.cgroups[k].usage_bytes)
-                .sum::<u64>(),
-        ),
+        "part" => Value::from_object(PartFacts(part_bytes(c))),
         "procs" => Value::from_object(ProcFacts(c.procs.clone())),
-        "own_procs" => Value::from(c.pids.len()),
         "top_process" => opt(top_process(m, idx).map(Value::from_serialize)),
         "stat" => flat(Which::Stat),
         "events" => flat(Which::Events),
@@ -295,16 +364,55 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
         "oom_control" => flat(Which::OomControl),
         "cgroup_stat" => flat(Which::CgroupStat),
         "pressure" => opt(c.pressure.as_ref().map(Value::from_serialize)),
-        "oom_kills" => opt(oom_kills(c)),
-        "limit_hits" => opt(limit_hits(c)),
-        "high_events" => opt(local_event(c, "high")),
         "oom_events" => Value::from_serialize(oom_events_of(m, c)),
-        "dying_descendants" => opt(c.cgroup_stat.get("nr_dying_descendants")),
         "growth" => opt(c.trend.as_ref().map(|t| Value::from_serialize(&t.per_hour))),
         "steady" => opt(c.trend.as_ref().map(|t| Value::from_serialize(&t.steady))),
         "parent" => opt(c.parent.map(|p| CgroupFacts::value(m, p))),
         _ => return None,
     })
+}
+
+/// A path below `cg` that reads a scalar straight from the model, resolved when rules compile
+/// so that evaluating it over thousands of cgroups builds no minijinja value.
+#[derive(Debug)]
+pub enum Direct {
+    Field(ScalarFn),
+    /// `cg.part.KEY`, by position in [`PART_KEYS`].
+    Part(usize),
+    /// `cg.procs.KEY`.
+    Proc(fn(&ProcSum) -> u64),
+    /// `cg.stat.KEY` and the other raw flat files.
+    Flat(Which, Box<str>),
+}
+
+impl Direct {
+    /// The reader of `cg.<below>`, if it is a scalar fact.
+    pub fn of(below: &[&str]) -> Option<Direct> {
+        Some(match below {
+            [k] => Direct::Field(scalar_field(k)?),
+            ["part", k] => Direct::Part(part_key(k)?),
+            ["procs", k] => Direct::Proc(proc_field(k)?),
+            [file, k] => Direct::Flat(Which::of(file)?, (*k).into()),
+            _ => return None,
+        })
+    }
+
+    /// The value for cgroup `idx`; `None` for a key its flat file does not have (undefined,
+    /// as minijinja sees it). `parts` holds the cgroup's [`part_bytes`] once computed.
+    pub fn read(
+        &self,
+        m: &Model,
+        idx: usize,
+        parts: &mut Option<[u64; PART_KEYS.len()]>,
+    ) -> Option<Scalar> {
+        let c = &m.cgroups[idx];
+        Some(match self {
+            Direct::Field(f) => f(m, c),
+            Direct::Part(i) => parts.get_or_insert_with(|| part_bytes(c))[*i].into(),
+            Direct::Proc(f) => f(&c.procs).into(),
+            Direct::Flat(which, key) => which.of_cgroup(c).get(key)?.into(),
+        })
+    }
 }
 
 /// The effective limit comes from an ancestor and is tighter than the cgroup's own.
@@ -410,13 +518,37 @@ pub fn top_process(m: &Model, idx: usize) -> Option<TopProcess<'_>> {
     })
 }
 
+/// The raw flat files of a cgroup that rules read key by key.
 #[derive(Debug, Clone, Copy)]
-enum Which {
+pub enum Which {
     Stat,
     Events,
     EventsLocal,
     OomControl,
     CgroupStat,
+}
+
+impl Which {
+    fn of(name: &str) -> Option<Which> {
+        Some(match name {
+            "stat" => Which::Stat,
+            "events" => Which::Events,
+            "events_local" => Which::EventsLocal,
+            "oom_control" => Which::OomControl,
+            "cgroup_stat" => Which::CgroupStat,
+            _ => return None,
+        })
+    }
+
+    fn of_cgroup(self, c: &Cgroup) -> &Flat {
+        match self {
+            Which::Stat => &c.stat,
+            Which::Events => &c.events,
+            Which::EventsLocal => &c.events_local,
+            Which::OomControl => &c.oom_control,
+            Which::CgroupStat => &c.cgroup_stat,
+        }
+    }
 }
 
 /// A raw flat file, key by key; a key the kernel did not write is undefined (use
@@ -430,14 +562,7 @@ struct FlatFacts {
 
 impl FlatFacts {
     fn flat(&self) -> &Flat {
-        let c = &self.model.cgroups[self.idx];
-        match self.which {
-            Which::Stat => &c.stat,
-            Which::Events => &c.events,
-            Which::EventsLocal => &c.events_local,
-            Which::OomControl => &c.oom_control,
-            Which::CgroupStat => &c.cgroup_stat,
-        }
+        self.which.of_cgroup(&self.model.cgroups[self.idx])
     }
 }
 
@@ -458,23 +583,20 @@ impl Object for FlatFacts {
 
 /// `cg.part`: every bridge key, 0 where the kernel reported nothing.
 #[derive(Debug)]
-struct PartFacts {
-    bytes: Vec<u64>,
-}
+struct PartFacts([u64; PART_KEYS.len()]);
 
-impl PartFacts {
-    fn of(c: &Cgroup) -> PartFacts {
-        let mut bytes = vec![0; PART_KEYS.len()];
-        if let Some(b) = &c.bridge {
-            // Parts first: a key in both a part and an overlap reads as the part.
-            for p in b.beside.iter().chain(&b.overlaps).chain(&b.parts) {
-                if let Some(i) = part_key(p.key) {
-                    bytes[i] = p.bytes;
-                }
+/// The bytes of every key of [`PART_KEYS`] for a cgroup.
+pub fn part_bytes(c: &Cgroup) -> [u64; PART_KEYS.len()] {
+    let mut bytes = [0; PART_KEYS.len()];
+    if let Some(b) = &c.bridge {
+        // Parts last: a key in both a part and an overlap reads as the part.
+        for p in b.beside.iter().chain(&b.overlaps).chain(&b.parts) {
+            if let Some(i) = part_key(p.key) {
+                bytes[i] = p.bytes;
             }
         }
-        PartFacts { bytes }
     }
+    bytes
 }
 
 impl Object for PartFacts {
@@ -483,7 +605,7 @@ impl Object for PartFacts {
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        part_key(key.as_str()?).map(|i| Value::from(self.bytes[i]))
+        part_key(key.as_str()?).map(|i| Value::from(self.0[i]))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -491,28 +613,29 @@ impl Object for PartFacts {
     }
 }
 
-/// Every key of `cg.procs`: sums over the subtree's processes (the fields of `ProcSum`).
-pub const PROC_KEYS: &[&str] = &[
-    "count",
-    "rss",
-    "rss_anon",
-    "rss_file",
-    "rss_shmem",
-    "pss",
-    "pss_anon",
-    "pss_file",
-    "pss_shmem",
-    "swap",
-    "locked",
-    "lazyfree",
-    "anon_huge",
-    "threads",
-    "pagetables",
-];
+/// The fields of `cg.procs`, sums over the subtree's processes (`ProcSum`): the list of
+/// keys and a `match` from key to field, from one list.
+macro_rules! proc_fields {
+    ($($k:ident),* $(,)?) => {
+        pub const PROC_KEYS: &[&str] = &[$(stringify!($k)),*];
+
+        fn proc_field(key: &str) -> Option<fn(&ProcSum) -> u64> {
+            match key {
+                $(stringify!($k) => Some(|p| p.$k),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+proc_fields!(
+    count, rss, rss_anon, rss_file, rss_shmem, pss, pss_anon, pss_file, pss_shmem, swap, locked,
+    lazyfree, anon_huge, threads, pagetables,
+);
 
 /// `cg.procs`, field by field (rules read one or two of them per cgroup).
 #[derive(Debug)]
-struct ProcFacts(crate::model::ProcSum);
+struct ProcFacts(ProcSum);
 
 impl Object for ProcFacts {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
@@ -520,26 +643,7 @@ impl Object for ProcFacts {
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let p = &self.0;
-        let v = match key.as_str()? {
-            "count" => p.count,
-            "rss" => p.rss,
-            "rss_anon" => p.rss_anon,
-            "rss_file" => p.rss_file,
-            "rss_shmem" => p.rss_shmem,
-            "pss" => p.pss,
-            "pss_anon" => p.pss_anon,
-            "pss_file" => p.pss_file,
-            "pss_shmem" => p.pss_shmem,
-            "swap" => p.swap,
-            "locked" => p.locked,
-            "lazyfree" => p.lazyfree,
-            "anon_huge" => p.anon_huge,
-            "threads" => p.threads,
-            "pagetables" => p.pagetables,
-            _ => return None,
-        };
-        Some(Value::from(v))
+        proc_field(key.as_str()?).map(|f| Value::from(f(&self.0)))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -675,13 +779,26 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, want);
         // Every listed key reads as a number.
-        let p = Arc::new(ProcFacts(crate::model::ProcSum::default()));
+        let p = Arc::new(ProcFacts(ProcSum::default()));
         for k in PROC_KEYS {
             assert_eq!(
                 p.get_value(&Value::from(*k)),
                 Some(Value::from(0u64)),
                 "{k}"
             );
+        }
+    }
+
+    #[test]
+    fn every_cgroup_key_is_a_fact() {
+        let path = std::path::Path::new("../samples/v1-healthy-anon.tar.gz");
+        let b = crate::reader::read(path, &Default::default()).unwrap();
+        let m = Arc::new(crate::model::build(&b));
+        for k in CGROUP_KEYS {
+            assert!(cgroup_field(&m, 0, k).is_some(), "{k}");
+        }
+        for k in SCALAR_KEYS {
+            assert!(CGROUP_KEYS.contains(k), "{k}");
         }
     }
 

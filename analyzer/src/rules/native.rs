@@ -11,12 +11,20 @@
 //! `is none`, `| default(v)` and `| length`; and templates made of text, `{% if %}` and
 //! `{{ ... }}`, with memgap's own filters (`bytes`, `pct`...: the same functions) applied
 //! last.
+//!
+//! Paths below `cg` that name a scalar fact (`cg.usage_bytes`, `cg.part.shmem`,
+//! `cg.stat.KEY`) are resolved to the model's fields when rules compile
+//! (`facts::Direct`), and paths outside `cg` (`node...`, `MiB`) are looked up once for all
+//! cgroups.
 
 use std::fmt::Write;
 
 use minijinja::machinery::{ast, parse, parse_expr, WhitespaceConfig};
 use minijinja::value::ValueKind;
 use minijinja::Value;
+
+use super::facts::{Direct, Scalar, PART_KEYS};
+use crate::model::Model;
 
 /// A value during evaluation, small and `Copy`: numbers unpacked, anything else a reference
 /// to minijinja's value held by the scope or the compiled constants.
@@ -35,6 +43,8 @@ pub(crate) enum V {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ref {
     Held(u32),
+    /// Held for every subject (a path outside `cg`).
+    Kept(u32),
     Const(u32),
 }
 
@@ -48,6 +58,17 @@ impl V {
             ValueKind::None => V::None,
             ValueKind::Undefined => V::Undefined,
             _ => return None,
+        })
+    }
+
+    /// `None` where minijinja's value would not be a number V holds (an integer beyond i64).
+    fn of_scalar(s: Scalar) -> Option<V> {
+        Some(match s {
+            Scalar::U64(u) => V::Int(i64::try_from(u).ok()?),
+            Scalar::I64(i) => V::Int(i),
+            Scalar::F64(f) => V::Float(f),
+            Scalar::Bool(b) => V::Bool(b),
+            Scalar::None => V::None,
         })
     }
 }
@@ -103,6 +124,12 @@ pub(crate) enum Piece {
 pub(crate) struct Paths {
     /// (parent path, attribute name); a root has no parent.
     entries: Vec<(Option<usize>, Value)>,
+    /// Per entry: how to read it straight from the model, for a path below `cg`.
+    direct: Vec<Option<Direct>>,
+    /// Entries below `cg`, whose values change from subject to subject: the list, and per
+    /// entry.
+    per_subject: Vec<usize>,
+    varies: Vec<bool>,
     /// Globals of the environment (`MiB`...), for roots the context does not define.
     globals: Vec<(String, Value)>,
     /// Constants that are not numbers (strings).
@@ -113,6 +140,9 @@ impl Paths {
     pub fn new(env: &minijinja::Environment<'_>) -> Paths {
         Paths {
             entries: Vec::new(),
+            direct: Vec::new(),
+            per_subject: Vec::new(),
+            varies: Vec::new(),
             globals: env.globals().map(|(k, v)| (k.to_string(), v)).collect(),
             consts: Vec::new(),
         }
@@ -125,8 +155,35 @@ impl Paths {
             .position(|(p, k)| *p == parent && k.as_str() == Some(name));
         found.unwrap_or_else(|| {
             self.entries.push((parent, Value::from(name)));
-            self.entries.len() - 1
+            let i = self.entries.len() - 1;
+            let names = self.names(i);
+            let varies = names[0] == "cg";
+            let direct = match names.split_first() {
+                Some((&"cg", below)) => Direct::of(below),
+                _ => None,
+            };
+            if varies {
+                self.per_subject.push(i);
+            }
+            self.varies.push(varies);
+            self.direct.push(direct);
+            i
         })
+    }
+
+    /// The names along path `i`, from its root.
+    fn names(&self, mut i: usize) -> Vec<&str> {
+        let mut names = Vec::new();
+        loop {
+            let (parent, name) = &self.entries[i];
+            names.push(name.as_str().unwrap_or_default());
+            match parent {
+                Some(p) => i = *p,
+                None => break,
+            }
+        }
+        names.reverse();
+        names
     }
 
     /// Compiles an expression's source; `None` when it uses anything not listed above.
@@ -251,8 +308,12 @@ impl Paths {
 pub(crate) struct Scope<'a> {
     paths: &'a Paths,
     ctx: Value,
+    /// The cgroup `cg` is, for the paths read straight from the model.
+    subject: Option<(&'a Model, usize)>,
     seen: Vec<Option<V>>,
     held: Vec<Value>,
+    kept: Vec<Value>,
+    parts: Option<[u64; PART_KEYS.len()]>,
 }
 
 impl<'a> Scope<'a> {
@@ -260,16 +321,24 @@ impl<'a> Scope<'a> {
         Scope {
             paths,
             ctx,
+            subject: None,
             seen: vec![None; paths.len()],
             held: Vec::new(),
+            kept: Vec::new(),
+            parts: None,
         }
     }
 
-    /// The same scope for another subject.
-    pub fn reset(&mut self, ctx: Value) {
+    /// The same scope for another cgroup of the same model: what does not depend on `cg`
+    /// (`node`, the constants) is kept.
+    pub fn reset(&mut self, ctx: Value, subject: Option<(&'a Model, usize)>) {
         self.ctx = ctx;
-        self.seen.fill(None);
+        self.subject = subject;
+        for &i in &self.paths.per_subject {
+            self.seen[i] = None;
+        }
         self.held.clear();
+        self.parts = None;
     }
 
     /// The subject's variables, for minijinja.
@@ -285,6 +354,7 @@ impl<'a> Scope<'a> {
             V::Bool(b) => Value::from(b),
             V::None => Value::from(()),
             V::Obj(Ref::Held(i)) => self.held[i as usize].clone(),
+            V::Obj(Ref::Kept(i)) => self.kept[i as usize].clone(),
             V::Obj(Ref::Const(i)) => self.paths.consts[i as usize].clone(),
             V::Undefined => Value::UNDEFINED,
         }
@@ -293,6 +363,7 @@ impl<'a> Scope<'a> {
     fn obj(&self, r: Ref) -> &Value {
         match r {
             Ref::Held(i) => &self.held[i as usize],
+            Ref::Kept(i) => &self.kept[i as usize],
             Ref::Const(i) => &self.paths.consts[i as usize],
         }
     }
@@ -302,6 +373,16 @@ impl<'a> Scope<'a> {
     fn lookup(&mut self, i: usize) -> Option<V> {
         if let Some(v) = self.seen[i] {
             return Some(v);
+        }
+        if let (Some((model, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
+            let v = match direct.read(model, idx, &mut self.parts) {
+                Some(s) => V::of_scalar(s),
+                None => Some(V::Undefined),
+            };
+            if v.is_some() {
+                self.seen[i] = v;
+                return v;
+            }
         }
         let (parent, key) = &self.paths.entries[i];
         let value = match parent {
@@ -326,6 +407,10 @@ impl<'a> Scope<'a> {
         };
         let v = match V::scalar(&value) {
             Some(v) => v,
+            None if !self.paths.varies[i] => {
+                self.kept.push(value);
+                V::Obj(Ref::Kept(self.kept.len() as u32 - 1))
+            }
             None => {
                 self.held.push(value);
                 V::Obj(Ref::Held(self.held.len() as u32 - 1))
