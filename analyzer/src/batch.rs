@@ -401,9 +401,9 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine,
             .iter()
             .take(3)
             .map(|f| Headline {
-                subject: f.subject.clone(),
-                rule: f.rule.clone(),
-                title: f.title.clone(),
+                subject: f.subject.to_string(),
+                rule: f.rule.to_string(),
+                title: f.title.to_string(),
                 severity: f.severity,
                 bytes: f.bytes,
             })
@@ -421,27 +421,27 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine,
                 page: page.map(str::to_string),
                 host: b.hostname.clone(),
                 collected_at: b.collected_at.clone(),
-                rule: f.rule.clone(),
-                title: f.title.clone(),
-                cause: f.cause.clone(),
+                rule: f.rule.to_string(),
+                title: f.title.to_string(),
+                cause: f.cause.to_string(),
                 severity: f.severity,
                 scope: match f.scope {
                     crate::rules::Scope::Node => "node".into(),
                     crate::rules::Scope::Cgroup => "cgroup".into(),
                 },
-                subject: f.subject.clone(),
-                cgroup: f.cgroup_path.clone(),
+                subject: f.subject.to_string(),
+                cgroup: f.cgroup_path.as_deref().map(str::to_string),
                 namespace: k.and_then(|k| k.namespace.clone()),
                 pod: k.and_then(|k| k.pod.clone()),
                 container: k.and_then(|k| k.container.clone()),
                 qos: k.and_then(|k| k.qos.map(str::to_string)),
                 bytes: f.bytes,
                 rank: f.rank,
-                summary: f.summary.clone(),
+                summary: f.summary.to_string(),
                 evidence: f
                     .evidence
                     .iter()
-                    .map(|e| (e.name.clone(), e.value.clone()))
+                    .map(|e| (e.name.to_string(), e.value.clone()))
                     .collect(),
             }
         })

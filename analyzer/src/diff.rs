@@ -126,17 +126,20 @@ fn by_path(m: &Model) -> BTreeMap<&str, &Cgroup> {
 }
 
 fn finding_key(f: &Finding) -> (String, String) {
-    (f.rule.clone(), f.cgroup_path.clone().unwrap_or_default())
+    (
+        f.rule.to_string(),
+        f.cgroup_path.as_deref().unwrap_or_default().to_string(),
+    )
 }
 
 fn finding_ref(f: &Finding) -> FindingRef {
     FindingRef {
-        rule: f.rule.clone(),
-        title: f.title.clone(),
+        rule: f.rule.to_string(),
+        title: f.title.to_string(),
         severity: f.severity,
-        subject: f.subject.clone(),
+        subject: f.subject.to_string(),
         bytes: f.bytes,
-        summary: f.summary.clone(),
+        summary: f.summary.to_string(),
     }
 }
 

@@ -51,15 +51,18 @@ impl Expectation {
             None => self.subject == "node",
         };
         let fired: Vec<&crate::rules::Finding> = a.findings.iter().filter(on_subject).collect();
-        let names = || fired.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>();
-        let f = fired.iter().find(|f| f.rule == self.rule).ok_or_else(|| {
-            format!(
-                "{} did not fire on {} (fired: {:?})",
-                self.rule,
-                self.subject,
-                names()
-            )
-        })?;
+        let names = || fired.iter().map(|f| &*f.rule).collect::<Vec<_>>();
+        let f = fired
+            .iter()
+            .find(|f| *f.rule == *self.rule)
+            .ok_or_else(|| {
+                format!(
+                    "{} did not fire on {} (fired: {:?})",
+                    self.rule,
+                    self.subject,
+                    names()
+                )
+            })?;
         if self.primary && f.rank != 1 {
             return Err(format!(
                 "{} is rank {} on {}, not the headline (fired: {:?})",
@@ -70,7 +73,7 @@ impl Expectation {
             ));
         }
         for r in &self.absent {
-            if fired.iter().any(|f| &f.rule == r) {
+            if fired.iter().any(|f| *f.rule == **r) {
                 return Err(format!("{r} fired on {} and must not", self.subject));
             }
         }
@@ -104,7 +107,7 @@ impl Expectation {
             return f
                 .evidence
                 .iter()
-                .find(|e| e.name == name)
+                .find(|e| &*e.name == name)
                 .and_then(|e| e.value.as_f64())
                 .map(|v| v as u64)
                 .ok_or_else(|| format!("{} has no numeric evidence {name}", f.rule));

@@ -79,7 +79,7 @@ fn real_v1_files_name_the_left_behind_shared_memory() {
         a.findings
             .iter()
             .filter(|f| f.cgroup_path.as_deref() == Some(path))
-            .map(|f| f.rule.as_str())
+            .map(|f| &*f.rule)
             .collect()
     };
     // The scratch cgroup after its process exited: 48 MiB of shmem (a 32 MiB /dev/shm file and
@@ -89,7 +89,7 @@ fn real_v1_files_name_the_left_behind_shared_memory() {
         .iter()
         .find(|f| f.cgroup_path.as_deref() == Some("/research_scratch") && f.rank == 1)
         .unwrap();
-    assert_eq!(scratch.rule, "shmem-without-processes");
+    assert_eq!(&*scratch.rule, "shmem-without-processes");
     assert_eq!(scratch.bytes, Some(48 << 20));
     assert!(scratch.summary.contains("48.0 MiB"), "{}", scratch.summary);
     // The node: the 16 MiB SysV segment with nattch 0.
@@ -97,7 +97,7 @@ fn real_v1_files_name_the_left_behind_shared_memory() {
         .findings
         .iter()
         .filter(|f| f.scope == Scope::Node)
-        .map(|f| f.rule.as_str())
+        .map(|f| &*f.rule)
         .collect();
     assert!(node.contains(&"sysv-shm-orphaned"), "{node:?}");
     // The EKS container (real amzn2 files): 1.1 GiB used of a 2 GiB limit, mostly anon;
@@ -124,11 +124,7 @@ fn real_v2_scope_with_pressure_data() {
     let d = real_v2_scope_dir();
     let m = model::build(&reader::read(d.path(), &Limits::default()).unwrap());
     let a = Analysis::of_model(m, &builtin());
-    let fired: Vec<(&str, Option<u64>)> = a
-        .findings
-        .iter()
-        .map(|f| (f.rule.as_str(), f.bytes))
-        .collect();
+    let fired: Vec<(&str, Option<u64>)> = a.findings.iter().map(|f| (&*f.rule, f.bytes)).collect();
     // 6.7 GB of the 10.4 GB charged to this session is inactive page cache: the headline.
     assert_eq!(
         fired.first(),
@@ -147,7 +143,7 @@ fn synthetic_node_findings_are_consistent_with_its_model() {
     let m = model_of(&collect(d.path()));
     let a = Analysis::of_model(m, &builtin());
     assert!(a.diagnostics.is_empty(), "{:#?}", a.diagnostics);
-    let count = |rule: &str| a.findings.iter().filter(|f| f.rule == rule).count();
+    let count = |rule: &str| a.findings.iter().filter(|f| &*f.rule == rule).count();
     // The generator keeps usage under limits, gives BestEffort app containers no limit and puts
     // shmem in some pods: each shows up, and nothing impossible does.
     assert_eq!(count("usage-above-limit"), 0);
@@ -155,7 +151,7 @@ fn synthetic_node_findings_are_consistent_with_its_model() {
     assert!(count("page-cache-reclaimable") > 0);
     for f in &a.findings {
         let c = f.cgroup_index.map(|i| &a.model.cgroups[i]);
-        match f.rule.as_str() {
+        match &*f.rule {
             "shmem-without-processes" => {
                 let c = c.unwrap();
                 assert_eq!(c.procs.count, 0);
@@ -191,7 +187,7 @@ fn synthetic_node_findings_are_consistent_with_its_model() {
     let ids = |a: &Analysis| -> Vec<(String, Option<usize>)> {
         a.findings
             .iter()
-            .map(|f| (f.rule.clone(), f.cgroup_index))
+            .map(|f| (f.rule.to_string(), f.cgroup_index))
             .collect()
     };
     assert_eq!(ids(&a), ids(&again));
@@ -237,7 +233,7 @@ cg = { stat = { no_such_key = 0 } }
     assert!(a
         .findings
         .iter()
-        .any(|f| f.rule == "shmem-without-processes"));
+        .any(|f| &*f.rule == "shmem-without-processes"));
 }
 
 #[test]

@@ -54,14 +54,14 @@ fn growth_across_snapshots_fires_and_is_drawn() {
     let f = a
         .findings
         .iter()
-        .find(|f| f.rule == "shmem-growing")
+        .find(|f| &*f.rule == "shmem-growing")
         .expect("shmem-growing fired");
     assert_eq!(f.cgroup_path.as_deref(), Some(cg_path.as_str()));
     // Only the grown container is flagged.
     assert_eq!(
         a.findings
             .iter()
-            .filter(|f| f.rule == "shmem-growing")
+            .filter(|f| &*f.rule == "shmem-growing")
             .count(),
         1
     );

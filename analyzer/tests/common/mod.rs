@@ -149,7 +149,7 @@ pub fn hostile_analysis() -> memgap_analyzer::Analysis {
     assert!(
         a.findings
             .iter()
-            .any(|f| f.subject.contains("<img") && f.rule == "shmem-without-processes"),
+            .any(|f| f.subject.contains("<img") && &*f.rule == "shmem-without-processes"),
         "the hostile cgroup must have a finding (and so a section)"
     );
     a
