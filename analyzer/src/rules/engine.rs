@@ -219,10 +219,7 @@ pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
     check_rules(&cat.rules, &mut scope, "node", Scope::Node, &mut out);
     for (i, c) in model.cgroups.iter().enumerate() {
         if is_subject(model, c) {
-            scope.reset(
-                facts::cgroup_context(model, &node_value, i),
-                Some((model, i)),
-            );
+            scope.reset(model, &node_value, i);
             check_rules(&cat.rules, &mut scope, &c.path, Scope::Cgroup, &mut out);
         }
     }
@@ -464,10 +461,7 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
         .map_init(
             || native::Scope::new(&cat.paths, Value::UNDEFINED),
             |scope, (i, c)| {
-                scope.reset(
-                    facts::cgroup_context(model, &node_value, i),
-                    Some((model, i)),
-                );
+                scope.reset(model, &node_value, i);
                 let subject = Subject::new(Some((i, c)));
                 let mut o = Outcome::default();
                 run_all(&cg_rules, scope, &subject, model, &mut o);

@@ -177,10 +177,7 @@ impl Object for Root {
         match key.as_str()? {
             "cg" => self.cg.clone(),
             "node" => Some(self.node.clone()),
-            "KiB" => Some(Value::from(super::KIB)),
-            "MiB" => Some(Value::from(super::MIB)),
-            "GiB" => Some(Value::from(super::GIB)),
-            _ => None,
+            name => super::unit(name).map(Value::from),
         }
     }
 

@@ -169,9 +169,17 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
+/// The unit constants of the rule language. Constants: an example's context may not redefine
+/// them (only `cg` and `node`), so compiled expressions fold `64 * MiB` once.
+pub(crate) const UNITS: [(&str, u64); 3] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)];
+
+/// The bytes of a unit constant, by name.
+pub(crate) fn unit(name: &str) -> Option<u64> {
+    UNITS.iter().find(|(u, _)| *u == name).map(|(_, b)| *b)
+}
+
+/// The variables an example's context may set.
+const EXAMPLE_VARIABLES: [&str; 2] = ["cg", "node"];
 
 /// The environment rules are evaluated in: strict undefined variables, the unit constants and
 /// the number filters.
@@ -179,9 +187,9 @@ pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_global("KiB", KIB);
-    env.add_global("MiB", MIB);
-    env.add_global("GiB", GIB);
+    for (name, bytes) in UNITS {
+        env.add_global(name, bytes);
+    }
     register_filters(&mut env);
     env
 }
@@ -455,6 +463,23 @@ fn check_rule(
             "only cgroup rules choose their subjects".into(),
         ));
     }
+    for e in &s.examples {
+        if let Some(k) = e
+            .context
+            .keys()
+            .find(|k| !EXAMPLE_VARIABLES.contains(&k.as_str()))
+        {
+            errors.push(err(
+                "example",
+                s.when.span(),
+                0,
+                format!(
+                    "example {:?} sets {k:?}: an example's context sets only `cg` and `node`",
+                    e.name
+                ),
+            ));
+        }
+    }
     if s.examples.iter().all(|e| !e.fire) || s.examples.iter().all(|e| e.fire) {
         errors.push(err(
             "example",
@@ -580,6 +605,18 @@ cg = { part = { shmem = 1 } }
     fn a_good_rule_loads() {
         let rs = one(GOOD).unwrap();
         assert_eq!(rs.rules().len(), 1);
+    }
+
+    #[test]
+    fn an_example_sets_only_cg_and_node() {
+        // A unit constant is a constant: compiled expressions fold `10 * MiB`.
+        let bad = GOOD.replace(
+            "cg = { part = { shmem = 1 } }",
+            "cg = { part = { shmem = 1 } }\nMiB = 1",
+        );
+        let e = &one(&bad).unwrap_err()[0];
+        assert_eq!(e.field, ", field example");
+        assert!(e.message.contains(r#"sets "MiB""#), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use minijinja::Value;
 
 use super::facts::{Direct, Scalar, PART_KEYS};
 use crate::model::Model;
+use std::sync::Arc;
 
 /// A value during evaluation, small and `Copy`: numbers unpacked, anything else a reference
 /// to minijinja's value held by the scope or the compiled constants.
@@ -203,11 +204,29 @@ impl Paths {
                     V::Obj(Ref::Const(self.consts.len() as u32 - 1))
                 }
             }),
+            ast::Expr::Var(v) if super::unit(v.id).is_some() => {
+                Expr::Const(V::Int(i64::try_from(super::unit(v.id)?).ok()?))
+            }
             ast::Expr::Var(_) | ast::Expr::GetAttr(_) => Expr::Path(self.path(e)?),
             ast::Expr::BinOp(op) => {
                 let (l, r) = (self.expr(&op.left)?, self.expr(&op.right)?);
-                let (l, r) = (b(l)?, b(r)?);
+                // Constant arithmetic (`64 * MiB`) is done once, here.
+                let fold = |a| match (&l, &r) {
+                    (Expr::Const(x), Expr::Const(y)) => arith(a, *x, *y).map(Expr::Const),
+                    _ => None,
+                };
                 use ast::BinOpKind as K;
+                let arith_op = match op.op {
+                    K::Add => Some(Arith::Add),
+                    K::Sub => Some(Arith::Sub),
+                    K::Mul => Some(Arith::Mul),
+                    K::Div => Some(Arith::Div),
+                    _ => None,
+                };
+                if let Some(folded) = arith_op.and_then(fold) {
+                    return Some(folded);
+                }
+                let (l, r) = (b(l)?, b(r)?);
                 match op.op {
                     K::Add => Expr::Arith(Arith::Add, l, r),
                     K::Sub => Expr::Arith(Arith::Sub, l, r),
@@ -307,9 +326,11 @@ impl Paths {
 /// (`reset`), so a cgroup costs no allocation here.
 pub(crate) struct Scope<'a> {
     paths: &'a Paths,
-    ctx: Value,
-    /// The cgroup `cg` is, for the paths read straight from the model.
-    subject: Option<(&'a Model, usize)>,
+    /// The subject's variables for minijinja; for a cgroup, made on first use (most cgroups
+    /// need none: their facts are read straight from the model).
+    ctx: std::cell::OnceCell<Value>,
+    /// The cgroup `cg` is (model, `node`'s value, index).
+    subject: Option<(&'a Arc<Model>, &'a Value, usize)>,
     seen: Vec<Option<V>>,
     held: Vec<Value>,
     kept: Vec<Value>,
@@ -320,7 +341,7 @@ impl<'a> Scope<'a> {
     pub fn new(paths: &'a Paths, ctx: Value) -> Scope<'a> {
         Scope {
             paths,
-            ctx,
+            ctx: ctx.into(),
             subject: None,
             seen: vec![None; paths.len()],
             held: Vec::new(),
@@ -329,11 +350,11 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// The same scope for another cgroup of the same model: what does not depend on `cg`
-    /// (`node`, the constants) is kept.
-    pub fn reset(&mut self, ctx: Value, subject: Option<(&'a Model, usize)>) {
-        self.ctx = ctx;
-        self.subject = subject;
+    /// The same scope for cgroup `idx` of the model whose `node` is `node`: what does not
+    /// depend on `cg` (`node`, the constants) is kept.
+    pub fn reset(&mut self, model: &'a Arc<Model>, node: &'a Value, idx: usize) {
+        self.ctx = std::cell::OnceCell::new();
+        self.subject = Some((model, node, idx));
         for &i in &self.paths.per_subject {
             self.seen[i] = None;
         }
@@ -343,7 +364,10 @@ impl<'a> Scope<'a> {
 
     /// The subject's variables, for minijinja.
     pub fn ctx(&self) -> &Value {
-        &self.ctx
+        self.ctx.get_or_init(|| match self.subject {
+            Some((model, node, idx)) => super::facts::cgroup_context(model, node, idx),
+            None => Value::UNDEFINED,
+        })
     }
 
     /// A value back as minijinja's (as minijinja's own evaluation would have made it).
@@ -374,7 +398,7 @@ impl<'a> Scope<'a> {
         if let Some(v) = self.seen[i] {
             return Some(v);
         }
-        if let (Some((model, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
+        if let (Some((model, _, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
             let v = match direct.read(model, idx, &mut self.parts) {
                 Some(s) => V::of_scalar(s),
                 None => Some(V::Undefined),
@@ -386,7 +410,7 @@ impl<'a> Scope<'a> {
         }
         let (parent, key) = &self.paths.entries[i];
         let value = match parent {
-            None => match self.ctx.as_object()?.get_value(key) {
+            None => match self.ctx().as_object()?.get_value(key) {
                 Some(v) => v,
                 None => {
                     let name = key.as_str()?;
