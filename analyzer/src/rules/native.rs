@@ -100,6 +100,8 @@ pub(crate) enum Expr {
     Path(usize),
     Arith(Arith, Box<Expr>, Box<Expr>),
     Cmp(Cmp, Box<Expr>, Box<Expr>),
+    /// A comparison with a constant (`cg.part.shmem >= 64 * MiB`), the commonest condition.
+    CmpConst(Cmp, Box<Expr>, V),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
@@ -232,12 +234,12 @@ impl Paths {
                     K::Sub => Expr::Arith(Arith::Sub, l, r),
                     K::Mul => Expr::Arith(Arith::Mul, l, r),
                     K::Div => Expr::Arith(Arith::Div, l, r),
-                    K::Eq => Expr::Cmp(Cmp::Eq, l, r),
-                    K::Ne => Expr::Cmp(Cmp::Ne, l, r),
-                    K::Lt => Expr::Cmp(Cmp::Lt, l, r),
-                    K::Lte => Expr::Cmp(Cmp::Lte, l, r),
-                    K::Gt => Expr::Cmp(Cmp::Gt, l, r),
-                    K::Gte => Expr::Cmp(Cmp::Gte, l, r),
+                    K::Eq => cmp(Cmp::Eq, l, r),
+                    K::Ne => cmp(Cmp::Ne, l, r),
+                    K::Lt => cmp(Cmp::Lt, l, r),
+                    K::Lte => cmp(Cmp::Lte, l, r),
+                    K::Gt => cmp(Cmp::Gt, l, r),
+                    K::Gte => cmp(Cmp::Gte, l, r),
                     K::ScAnd => Expr::And(l, r),
                     K::ScOr => Expr::Or(l, r),
                     _ => return None,
@@ -470,6 +472,10 @@ impl<'a> Scope<'a> {
             Expr::Const(v) => *v,
             Expr::Path(i) => self.lookup(*i)?,
             Expr::Arith(op, l, r) => arith(*op, self.eval(l)?, self.eval(r)?)?,
+            Expr::CmpConst(op, l, r) => {
+                let l = self.eval(l)?;
+                V::Bool(self.compare(*op, l, *r)?)
+            }
             Expr::Cmp(op, l, r) => {
                 let (l, r) = (self.eval(l)?, self.eval(r)?);
                 V::Bool(self.compare(*op, l, r)?)
@@ -584,6 +590,14 @@ impl<'a> Scope<'a> {
             Cmp::Gt => ord.is_gt(),
             Cmp::Gte => ord.is_ge(),
         })
+    }
+}
+
+/// A comparison node; the right side evaluated once if it is a constant.
+fn cmp(op: Cmp, l: Box<Expr>, r: Box<Expr>) -> Expr {
+    match *r {
+        Expr::Const(c) => Expr::CmpConst(op, l, c),
+        r => Expr::Cmp(op, l, Box::new(r)),
     }
 }
 
