@@ -234,12 +234,12 @@ impl Paths {
                     K::Sub => Expr::Arith(Arith::Sub, l, r),
                     K::Mul => Expr::Arith(Arith::Mul, l, r),
                     K::Div => Expr::Arith(Arith::Div, l, r),
-                    K::Eq => cmp(Cmp::Eq, l, r),
-                    K::Ne => cmp(Cmp::Ne, l, r),
-                    K::Lt => cmp(Cmp::Lt, l, r),
-                    K::Lte => cmp(Cmp::Lte, l, r),
-                    K::Gt => cmp(Cmp::Gt, l, r),
-                    K::Gte => cmp(Cmp::Gte, l, r),
+                    K::Eq => cmp(Cmp::Eq, l, *r),
+                    K::Ne => cmp(Cmp::Ne, l, *r),
+                    K::Lt => cmp(Cmp::Lt, l, *r),
+                    K::Lte => cmp(Cmp::Lte, l, *r),
+                    K::Gt => cmp(Cmp::Gt, l, *r),
+                    K::Gte => cmp(Cmp::Gte, l, *r),
                     K::ScAnd => Expr::And(l, r),
                     K::ScOr => Expr::Or(l, r),
                     _ => return None,
@@ -594,8 +594,8 @@ impl<'a> Scope<'a> {
 }
 
 /// A comparison node; the right side evaluated once if it is a constant.
-fn cmp(op: Cmp, l: Box<Expr>, r: Box<Expr>) -> Expr {
-    match *r {
+fn cmp(op: Cmp, l: Box<Expr>, r: Expr) -> Expr {
+    match r {
         Expr::Const(c) => Expr::CmpConst(op, l, c),
         r => Expr::Cmp(op, l, Box::new(r)),
     }
