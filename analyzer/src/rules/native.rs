@@ -102,7 +102,10 @@ pub(crate) enum Expr {
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     /// A comparison with a constant (`cg.part.shmem >= 64 * MiB`), the commonest condition.
     CmpConst(Cmp, Box<Expr>, V),
-    And(Box<Expr>, Box<Expr>),
+    /// The same when the left side is a path.
+    CmpPath(Cmp, usize, V),
+    /// `a and b and c...`, flattened (one node however long the chain).
+    And(Vec<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     Neg(Box<Expr>),
@@ -240,7 +243,13 @@ impl Paths {
                     K::Lte => cmp(Cmp::Lte, l, *r),
                     K::Gt => cmp(Cmp::Gt, l, *r),
                     K::Gte => cmp(Cmp::Gte, l, *r),
-                    K::ScAnd => Expr::And(l, r),
+                    K::ScAnd => match *l {
+                        Expr::And(mut all) => {
+                            all.push(*r);
+                            Expr::And(all)
+                        }
+                        l => Expr::And(vec![l, *r]),
+                    },
                     K::ScOr => Expr::Or(l, r),
                     _ => return None,
                 }
@@ -472,6 +481,10 @@ impl<'a> Scope<'a> {
             Expr::Const(v) => *v,
             Expr::Path(i) => self.lookup(*i)?,
             Expr::Arith(op, l, r) => arith(*op, self.eval(l)?, self.eval(r)?)?,
+            Expr::CmpPath(op, i, r) => match self.lookup(*i)? {
+                V::Undefined => return None,
+                l => V::Bool(self.compare(*op, l, *r)?),
+            },
             Expr::CmpConst(op, l, r) => {
                 let l = self.eval(l)?;
                 V::Bool(self.compare(*op, l, *r)?)
@@ -480,13 +493,15 @@ impl<'a> Scope<'a> {
                 let (l, r) = (self.eval(l)?, self.eval(r)?);
                 V::Bool(self.compare(*op, l, r)?)
             }
-            Expr::And(l, r) => {
-                let l = self.eval(l)?;
-                if self.truthy(l)? {
-                    self.eval(r)?
-                } else {
-                    l
+            Expr::And(all) => {
+                let (last, first) = all.split_last()?;
+                for x in first {
+                    let v = self.eval(x)?;
+                    if !self.truthy(v)? {
+                        return Some(v);
+                    }
                 }
+                self.eval(last)?
             }
             Expr::Or(l, r) => {
                 let l = self.eval(l)?;
@@ -595,9 +610,10 @@ impl<'a> Scope<'a> {
 
 /// A comparison node; the right side evaluated once if it is a constant.
 fn cmp(op: Cmp, l: Box<Expr>, r: Expr) -> Expr {
-    match r {
-        Expr::Const(c) => Expr::CmpConst(op, l, c),
-        r => Expr::Cmp(op, l, Box::new(r)),
+    match (*l, r) {
+        (Expr::Path(i), Expr::Const(c)) => Expr::CmpPath(op, i, c),
+        (l, Expr::Const(c)) => Expr::CmpConst(op, Box::new(l), c),
+        (l, r) => Expr::Cmp(op, Box::new(l), Box::new(r)),
     }
 }
 
