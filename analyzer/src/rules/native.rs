@@ -237,12 +237,12 @@ impl Paths {
                     K::Sub => Expr::Arith(Arith::Sub, l, r),
                     K::Mul => Expr::Arith(Arith::Mul, l, r),
                     K::Div => Expr::Arith(Arith::Div, l, r),
-                    K::Eq => cmp(Cmp::Eq, l, *r),
-                    K::Ne => cmp(Cmp::Ne, l, *r),
-                    K::Lt => cmp(Cmp::Lt, l, *r),
-                    K::Lte => cmp(Cmp::Lte, l, *r),
-                    K::Gt => cmp(Cmp::Gt, l, *r),
-                    K::Gte => cmp(Cmp::Gte, l, *r),
+                    K::Eq => cmp(Cmp::Eq, *l, *r),
+                    K::Ne => cmp(Cmp::Ne, *l, *r),
+                    K::Lt => cmp(Cmp::Lt, *l, *r),
+                    K::Lte => cmp(Cmp::Lte, *l, *r),
+                    K::Gt => cmp(Cmp::Gt, *l, *r),
+                    K::Gte => cmp(Cmp::Gte, *l, *r),
                     K::ScAnd => match *l {
                         Expr::And(mut all) => {
                             all.push(*r);
@@ -609,8 +609,8 @@ impl<'a> Scope<'a> {
 }
 
 /// A comparison node; the right side evaluated once if it is a constant.
-fn cmp(op: Cmp, l: Box<Expr>, r: Expr) -> Expr {
-    match (*l, r) {
+fn cmp(op: Cmp, l: Expr, r: Expr) -> Expr {
+    match (l, r) {
         (Expr::Path(i), Expr::Const(c)) => Expr::CmpPath(op, i, c),
         (l, Expr::Const(c)) => Expr::CmpConst(op, Box::new(l), c),
         (l, r) => Expr::Cmp(op, Box::new(l), Box::new(r)),
