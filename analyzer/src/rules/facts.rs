@@ -683,6 +683,9 @@ pub struct NodeFacts<'a> {
     pub dying_cgroups: Option<u64>,
     pub vm: Option<&'a std::collections::BTreeMap<String, String>>,
     pub oom_events: Vec<&'a crate::parse::oom::OomEvent>,
+    /// Seconds between the last OOM report and the collection; none without reports or when
+    /// the kernel log's clock could not be related to the collection's.
+    pub last_oom_ago_seconds: Option<u64>,
     /// Bytes per hour by breakdown key (and `slab_total`, `negative_dentries`) over the
     /// snapshots of a multi-sample bundle; none for a single snapshot.
     pub growth: Option<&'a std::collections::BTreeMap<String, f64>>,
@@ -745,6 +748,7 @@ pub fn node_facts(m: &Model) -> NodeFacts<'_> {
         dying_cgroups: n.dying_cgroups,
         vm: Some(&n.vm),
         oom_events: m.oom_events.iter().collect(),
+        last_oom_ago_seconds: m.oom_events.last().and_then(|e| e.ago_seconds),
         growth: n.trend.as_ref().map(|t| &t.per_hour),
         steady: n.trend.as_ref().map(|t| &t.steady),
     }

@@ -560,6 +560,11 @@ pub fn evidence_text(name: &str, v: &Value) -> String {
             return crate::format::signed_bytes(f as i64);
         }
     }
+    if name.ends_with("_seconds") {
+        if let Some(n) = v.as_i64() {
+            return crate::format::duration(n.max(0) as u64);
+        }
+    }
     if name.ends_with("_ratio") {
         if let Ok(f) = f64::try_from(v.clone()) {
             return crate::format::pct(f);
