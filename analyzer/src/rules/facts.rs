@@ -105,6 +105,7 @@ pub const CGROUP_KEYS: &[&str] = &[
     "cgroup_stat",
     "pressure",
     "oom_kills",
+    "oom_reports",
     "limit_hits",
     "high_events",
     "oom_events",
@@ -332,6 +333,20 @@ scalar_fields! {
     "limit_hits" => |_, c| limit_hits(c).into(),
     "high_events" => |_, c| local_event(c, "high").into(),
     "dying_descendants" => |_, c| c.cgroup_stat.get("nr_dying_descendants").into(),
+    "oom_reports" => |m, c| oom_events_of(m, c).len().into(),
+}
+
+/// Facts that are objects when the model has them and none when it does not: read as none
+/// straight from the model when absent (v1 has no pressure, one snapshot no growth).
+fn absent_field(key: &str) -> Option<fn(&Cgroup) -> bool> {
+    Some(match key {
+        "growth" | "steady" => |c| c.trend.is_none(),
+        "pressure" => |c| c.pressure.is_none(),
+        "k8s" => |c| c.k8s.is_none(),
+        "top_process" => |c| c.top_process.is_none(),
+        "parent" => |c| c.parent.is_none(),
+        _ => return None,
+    })
 }
 
 fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
@@ -374,6 +389,8 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
 #[derive(Debug)]
 pub enum Direct {
     Field(ScalarFn),
+    /// An object fact, none when this tells it is absent; else minijinja's.
+    Absent(fn(&Cgroup) -> bool),
     /// `cg.part.KEY`, by position in [`PART_KEYS`].
     Part(usize),
     /// `cg.procs.KEY`.
@@ -386,7 +403,10 @@ impl Direct {
     /// The reader of `cg.<below>`, if it is a scalar fact.
     pub fn of(below: &[&str]) -> Option<Direct> {
         Some(match below {
-            [k] => Direct::Field(scalar_field(k)?),
+            [k] => match scalar_field(k) {
+                Some(f) => Direct::Field(f),
+                None => Direct::Absent(absent_field(k)?),
+            },
             ["part", k] => Direct::Part(part_key(k)?),
             ["procs", k] => Direct::Proc(proc_field(k)?),
             [file, k] => Direct::Flat(Which::of(file)?, (*k).into()),
@@ -394,22 +414,30 @@ impl Direct {
         })
     }
 
-    /// The value for cgroup `idx`; `None` for a key its flat file does not have (undefined,
-    /// as minijinja sees it). `parts` holds the cgroup's [`part_bytes`] once computed.
-    pub fn read(
-        &self,
-        m: &Model,
-        idx: usize,
-        parts: &mut Option<[u64; PART_KEYS.len()]>,
-    ) -> Option<Scalar> {
+    /// The value for cgroup `idx`. `parts` holds the cgroup's [`part_bytes`] once computed.
+    pub fn read(&self, m: &Model, idx: usize, parts: &mut Option<[u64; PART_KEYS.len()]>) -> Read {
         let c = &m.cgroups[idx];
-        Some(match self {
+        Read::Scalar(match self {
             Direct::Field(f) => f(m, c),
+            Direct::Absent(absent) if absent(c) => Scalar::None,
+            Direct::Absent(_) => return Read::Object,
             Direct::Part(i) => parts.get_or_insert_with(|| part_bytes(c))[*i].into(),
             Direct::Proc(f) => f(&c.procs).into(),
-            Direct::Flat(which, key) => which.of_cgroup(c).get(key)?.into(),
+            Direct::Flat(which, key) => match which.of_cgroup(c).get(key) {
+                Some(v) => v.into(),
+                None => return Read::Undefined,
+            },
         })
     }
+}
+
+/// What a [`Direct`] read gives.
+pub enum Read {
+    Scalar(Scalar),
+    /// A key its flat file does not have, as minijinja sees it.
+    Undefined,
+    /// A value that is not a scalar: minijinja's to build.
+    Object,
 }
 
 /// The effective limit comes from an ancestor and is tighter than the cgroup's own.
@@ -797,6 +825,18 @@ mod tests {
         let m = Arc::new(crate::model::build(&b));
         for k in CGROUP_KEYS {
             assert!(cgroup_field(&m, 0, k).is_some(), "{k}");
+        }
+        // What reads as absent straight from the model is none for minijinja too.
+        for (i, c) in m.cgroups.iter().enumerate() {
+            for k in CGROUP_KEYS {
+                if absent_field(k).is_some_and(|absent| absent(c)) {
+                    assert!(
+                        cgroup_field(&m, i, k).unwrap().is_none(),
+                        "{k} of {}",
+                        c.path
+                    );
+                }
+            }
         }
         for k in SCALAR_KEYS {
             assert!(CGROUP_KEYS.contains(k), "{k}");

@@ -23,7 +23,7 @@ use minijinja::machinery::{ast, parse, parse_expr, WhitespaceConfig};
 use minijinja::value::ValueKind;
 use minijinja::Value;
 
-use super::facts::{Direct, Scalar, PART_KEYS};
+use super::facts::{Direct, Read, Scalar, PART_KEYS};
 use crate::model::Model;
 use std::sync::Arc;
 
@@ -411,8 +411,9 @@ impl<'a> Scope<'a> {
         }
         if let (Some((model, _, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
             let v = match direct.read(model, idx, &mut self.parts) {
-                Some(s) => V::of_scalar(s),
-                None => Some(V::Undefined),
+                Read::Scalar(s) => V::of_scalar(s),
+                Read::Undefined => Some(V::Undefined),
+                Read::Object => None,
             };
             if v.is_some() {
                 self.seen[i] = v;
