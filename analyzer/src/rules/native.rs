@@ -132,9 +132,7 @@ pub(crate) struct Paths {
     entries: Vec<(Option<usize>, Value)>,
     /// Per entry: how to read it straight from the model, for a path below `cg`.
     direct: Vec<Option<Direct>>,
-    /// Entries below `cg`, whose values change from subject to subject: the list, and per
-    /// entry.
-    per_subject: Vec<usize>,
+    /// Per entry: below `cg`, so its value changes from subject to subject.
     varies: Vec<bool>,
     /// Globals of the environment (`MiB`...), for roots the context does not define.
     globals: Vec<(String, Value)>,
@@ -147,7 +145,6 @@ impl Paths {
         Paths {
             entries: Vec::new(),
             direct: Vec::new(),
-            per_subject: Vec::new(),
             varies: Vec::new(),
             globals: env.globals().map(|(k, v)| (k.to_string(), v)).collect(),
             consts: Vec::new(),
@@ -168,9 +165,6 @@ impl Paths {
                 Some((&"cg", below)) => Direct::of(below),
                 _ => None,
             };
-            if varies {
-                self.per_subject.push(i);
-            }
             self.varies.push(varies);
             self.direct.push(direct);
             i
@@ -209,17 +203,14 @@ impl Paths {
                     V::Obj(Ref::Const(self.consts.len() as u32 - 1))
                 }
             }),
-            ast::Expr::Var(v) if super::unit(v.id).is_some() => {
-                Expr::Const(V::Int(i64::try_from(super::unit(v.id)?).ok()?))
-            }
-            ast::Expr::Var(_) | ast::Expr::GetAttr(_) => Expr::Path(self.path(e)?),
+            // The unit constants are constants (an example may not redefine them).
+            ast::Expr::Var(v) => match super::unit(v.id) {
+                Some(bytes) => Expr::Const(V::Int(i64::try_from(bytes).ok()?)),
+                None => Expr::Path(self.path(e)?),
+            },
+            ast::Expr::GetAttr(_) => Expr::Path(self.path(e)?),
             ast::Expr::BinOp(op) => {
                 let (l, r) = (self.expr(&op.left)?, self.expr(&op.right)?);
-                // Constant arithmetic (`64 * MiB`) is done once, here.
-                let fold = |a| match (&l, &r) {
-                    (Expr::Const(x), Expr::Const(y)) => arith(a, *x, *y).map(Expr::Const),
-                    _ => None,
-                };
                 use ast::BinOpKind as K;
                 let arith_op = match op.op {
                     K::Add => Some(Arith::Add),
@@ -228,15 +219,17 @@ impl Paths {
                     K::Div => Some(Arith::Div),
                     _ => None,
                 };
-                if let Some(folded) = arith_op.and_then(fold) {
-                    return Some(folded);
+                if let Some(a) = arith_op {
+                    // Constant arithmetic (`64 * MiB`) is done once, here.
+                    if let (Expr::Const(x), Expr::Const(y)) = (&l, &r) {
+                        if let Some(v) = arith(a, *x, *y) {
+                            return Some(Expr::Const(v));
+                        }
+                    }
+                    return Some(Expr::Arith(a, b(l)?, b(r)?));
                 }
                 let (l, r) = (b(l)?, b(r)?);
                 match op.op {
-                    K::Add => Expr::Arith(Arith::Add, l, r),
-                    K::Sub => Expr::Arith(Arith::Sub, l, r),
-                    K::Mul => Expr::Arith(Arith::Mul, l, r),
-                    K::Div => Expr::Arith(Arith::Div, l, r),
                     K::Eq => cmp(Cmp::Eq, *l, *r),
                     K::Ne => cmp(Cmp::Ne, *l, *r),
                     K::Lt => cmp(Cmp::Lt, *l, *r),
@@ -366,8 +359,10 @@ impl<'a> Scope<'a> {
     pub fn reset(&mut self, model: &'a Arc<Model>, node: &'a Value, idx: usize) {
         self.ctx = std::cell::OnceCell::new();
         self.subject = Some((model, node, idx));
-        for &i in &self.paths.per_subject {
-            self.seen[i] = None;
+        for (seen, varies) in self.seen.iter_mut().zip(&self.paths.varies) {
+            if *varies {
+                *seen = None;
+            }
         }
         self.held.clear();
         self.parts = None;
