@@ -54,7 +54,7 @@ impl Expectation {
         let names = || fired.iter().map(|f| &*f.rule).collect::<Vec<_>>();
         let f = fired
             .iter()
-            .find(|f| *f.rule == *self.rule)
+            .find(|f| &*f.rule == self.rule.as_str())
             .ok_or_else(|| {
                 format!(
                     "{} did not fire on {} (fired: {:?})",
@@ -73,7 +73,7 @@ impl Expectation {
             ));
         }
         for r in &self.absent {
-            if fired.iter().any(|f| *f.rule == **r) {
+            if fired.iter().any(|f| &*f.rule == r.as_str()) {
                 return Err(format!("{r} fired on {} and must not", self.subject));
             }
         }
