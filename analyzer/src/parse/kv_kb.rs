@@ -36,8 +36,13 @@ pub enum Value<'t> {
 /// every process) without building a map per file.
 pub fn each<'t>(text: &'t str, mut f: impl FnMut(&'t str, Value<'t>)) -> Vec<usize> {
     let mut bad = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.trim_ascii();
+    // Lines found with `memchr_iter`: `split('\n')` searched each ~25-byte line afresh, which
+    // was most of the cost for the `status` of 2,000 processes.
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    let mut start = 0;
+    for (i, end) in ends.enumerate() {
+        let line = text[start..end].trim_ascii();
+        start = end + 1;
         if line.is_empty() {
             continue;
         }
@@ -71,16 +76,21 @@ pub fn each<'t>(text: &'t str, mut f: impl FnMut(&'t str, Value<'t>)) -> Vec<usi
 
 /// A leading unsigned integer and what follows it after blanks: `4 kB` -> (4, "kB").
 fn number(v: &str) -> Option<(u64, &str)> {
-    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let b = v.as_bytes();
+    let digits = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     if digits == 0 {
         return None;
     }
-    let rest = &v[digits..];
-    if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
+    if !matches!(b.get(digits), None | Some(b' ' | b'\t')) {
         return None;
     }
-    let n = v[..digits].parse().ok()?;
-    Some((n, rest.trim_ascii_start()))
+    let n = b[..digits].iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((n, v[digits..].trim_ascii_start()))
 }
 
 pub fn parse(text: &str) -> KvKb {
