@@ -16,6 +16,11 @@ pub mod parse;
 pub mod reader;
 pub mod rules;
 
+/// Hash maps keyed by what bundles hold (paths, keys, pids): foldhash, fast and seeded afresh
+/// in every process, so a hostile bundle cannot be crafted to make its keys collide (std's
+/// SipHash cost 3% of model building; an unseeded hash such as FxHash could be attacked).
+pub type FastMap<K, V> = foldhash::HashMap<K, V>;
+
 /// The files of `rules/` and `templates/`, embedded at build time (see `build.rs`).
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));

@@ -3,11 +3,11 @@
 //! `..` are refused, sizes are capped, and every problem becomes a [`Diagnostic`] naming the
 //! bundle and the file while the rest is still read.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::FastMap;
 use memgap_collector::bundle::{self, pack, Manifest};
 use serde::Serialize;
 use thiserror::Error;
@@ -91,7 +91,7 @@ pub struct Files {
     /// Names of files stored as tar entries (pack members' names are inside the blobs).
     names: Vec<u8>,
     /// directory -> files
-    dirs: HashMap<String, Vec<FileRef>>,
+    dirs: FastMap<String, Vec<FileRef>>,
 }
 
 /// Where a file's name and content are (no copy, no allocation per file: a 5,000-cgroup
@@ -167,7 +167,7 @@ impl Files {
     pub fn dir(&self, dir: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &[u8])> {
         self.view(dir)
             .iter()
-            .map(|(n, c)| (String::from_utf8_lossy(n), c))
+            .map(|(n, c)| (crate::parse::text(n), c))
     }
 
     /// Directories at or below `prefix`, sorted.
@@ -681,7 +681,7 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
             );
             continue;
         }
-        let path = String::from_utf8_lossy(&raw_path).into_owned();
+        let path = crate::parse::text(&raw_path).into_owned();
         drop(raw_path);
         let kind = entry.header().entry_type();
         if kind.is_dir() {

@@ -6,7 +6,7 @@ pub mod bridge;
 pub mod k8s;
 pub mod trend;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use memgap_collector::bundle::{self, CgroupMode, Manifest, Missed, TmpfsUsage};
 use rayon::prelude::*;
@@ -17,6 +17,7 @@ use crate::parse::{
     self, flat, kv_kb, limit, misc, nested, oom, pid_cgroup, slabinfo, sysvipc, Flat, Limit,
 };
 use crate::reader::{Bundle, Diagnostic, Files, Level};
+use crate::FastMap;
 pub use bridge::{Bridge, Cadvisor, Part};
 pub use k8s::K8s;
 
@@ -616,7 +617,7 @@ fn read_cgroups(
     // First the tree's shape, sequentially (dirs_under is sorted: parents before children)...
     let mut skeleton: Vec<(&str, String, String, u8, Option<usize>)> = Vec::new();
     for (mount, version) in &mounts {
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: FastMap<String, usize> = FastMap::default();
         for dir in files.dirs_under(mount) {
             let rel = &dir[mount.len()..];
             let path = if rel.is_empty() {
@@ -982,13 +983,13 @@ fn attach_processes(
     source: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let by_path: HashMap<&str, usize> = cgroups
+    let by_path: FastMap<&str, usize> = cgroups
         .iter()
         .enumerate()
         .filter(|(_, c)| c.hierarchy_is_memory(mode))
         .map(|(i, c)| (c.path.as_str(), i))
         .collect();
-    let mut by_pid: HashMap<u32, usize> = HashMap::new();
+    let mut by_pid: FastMap<u32, usize> = FastMap::default();
     for (i, c) in cgroups
         .iter()
         .enumerate()

@@ -8,23 +8,24 @@
 
 use std::sync::{Arc, LazyLock};
 
-use rustc_hash::FxHashMap;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+
+use crate::FastMap;
 
 /// The keys of a flat file, in the order the kernel wrote them.
 #[derive(Debug)]
 pub struct Layout {
     keys: Vec<Box<str>>,
     /// Key -> position of its last occurrence (a later line wins, as in a map).
-    index: FxHashMap<Box<str>, u32>,
+    index: FastMap<Box<str>, u32>,
     /// Positions of the distinct keys, sorted by key: the order of the JSON output.
     sorted: Vec<u32>,
 }
 
 impl Layout {
     fn new(keys: Vec<Box<str>>) -> Layout {
-        let mut index = FxHashMap::default();
+        let mut index = FastMap::default();
         for (i, k) in keys.iter().enumerate() {
             index.insert(k.clone(), i as u32);
         }
@@ -170,6 +171,47 @@ pub fn parse(text: &str) -> Flat {
 /// Parses one file, sharing the key names with the files parsed before it. Works on bytes:
 /// the file is read in one pass, and only the keys need to be text.
 pub fn parse_with(text: &[u8], layouts: &mut Layouts) -> Flat {
+    if let Some(f) = layouts.recent.iter().rev().find_map(|l| exactly(text, l)) {
+        return f;
+    }
+    parse_any(text, layouts)
+}
+
+/// The file's values if it is exactly `layout`'s keys in order, one `KEY VALUE\n` line each:
+/// how the kernel writes every cgroup's files, read here by comparing each line with the key
+/// expected there instead of looking for where keys end. `None` for anything else.
+fn exactly(text: &[u8], layout: &Arc<Layout>) -> Option<Flat> {
+    let mut values = Vec::new();
+    let mut at = 0;
+    for key in &layout.keys {
+        let rest = &text[at..];
+        let key = key.as_bytes();
+        if !(rest.starts_with(key) && rest.get(key.len()) == Some(&b' ')) {
+            return None;
+        }
+        at += key.len() + 1;
+        let digits = text[at..].iter().position(|c| !c.is_ascii_digit())?;
+        if digits == 0 || text[at + digits] != b'\n' {
+            return None;
+        }
+        let value = text[at..at + digits].iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        at += digits + 1;
+        if values.is_empty() {
+            values.reserve_exact(layout.keys.len());
+        }
+        values.push(value);
+    }
+    (at == text.len() && !values.is_empty()).then(|| Flat {
+        layout: Arc::clone(layout),
+        values,
+        bad_lines: Vec::new(),
+    })
+}
+
+/// Any flat file, line by line.
+fn parse_any(text: &[u8], layouts: &mut Layouts) -> Flat {
     let mut lines: Vec<Line> = Vec::with_capacity(64);
     let mut bad_lines = Vec::new();
     let (mut at, mut number) = (0, 0);
@@ -290,6 +332,27 @@ mod tests {
             parse("rss 4\ncache 3\n"),
             "order of lines does not matter"
         );
+    }
+
+    #[test]
+    fn the_quick_reader_agrees_with_the_careful_one() {
+        let mut layouts = Layouts::default();
+        parse_with(b"cache 1\nrss 2\n", &mut layouts);
+        for text in [
+            &b"cache 3\nrss 4\n"[..],
+            b"cache 3\nrss 4",
+            b"cache 3\nrss 4\n\n",
+            b"cache  3\nrss 4\n",
+            b"cache 3\nrss 18446744073709551616\n",
+            b"cache 3\nrss -4\n",
+            b"cache 3\nrssx 4\n",
+            b"cache 3\n",
+            b"cache 3\nrss 4\nshmem 5\n",
+        ] {
+            let quick = parse_with(text, &mut layouts);
+            let careful = parse_any(text, &mut Layouts::default());
+            assert_eq!(quick, careful, "{}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]
