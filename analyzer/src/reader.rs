@@ -635,7 +635,12 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
             reason: e.to_string(),
         })?;
     let mut count = 0u64;
-    let mut last_ok: Option<String> = None;
+    // The entry read last, for messages about damage after it.
+    let last_ok = |raw: &Raw| {
+        raw.entries
+            .last()
+            .map_or("the start".to_string(), |e| e.path.clone())
+    };
     // A damaged compressed stream explains a damaged tar better than the tar's own error.
     let gz_err = |e: String| stream.borrow_mut().err.take().map_or(e, |g| g.to_string());
     for entry in entries {
@@ -643,13 +648,13 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
             Ok(e) => e,
             Err(e) => {
                 let e = gz_err(e.to_string());
-                if raw.entries.is_empty() && last_ok.is_none() {
+                if raw.entries.is_empty() {
                     return Err(BundleError::NotABundle {
                         path: source.into(),
                         reason: format!("not a gzip-compressed tar archive: {e}"),
                     });
                 }
-                let after = last_ok.as_deref().unwrap_or("the start");
+                let after = last_ok(&raw);
                 raw.note(source, Level::Error, None, format!("archive is truncated or corrupt after {after}: {e}; the entries before it are analyzed"));
                 break;
             }
@@ -727,14 +732,13 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
             raw.note(source, Level::Error, Some(clean), format!("archive is truncated or corrupt in this entry: {e}; the entries before it are analyzed"));
             break;
         };
-        last_ok = Some(clean.clone());
         raw.push(&stream.borrow().blobs, clean, at);
     }
     let mut stream = stream.into_inner();
     raw.blobs = std::mem::take(&mut stream.blobs);
     if let Some(e) = stream.err.take() {
         // Every entry was whole; the damage is in the padding or the trailer.
-        let after = last_ok.as_deref().unwrap_or("the start");
+        let after = last_ok(&raw);
         raw.note(
             source,
             Level::Error,
@@ -821,6 +825,13 @@ fn safe_path(p: &str) -> Option<String> {
     if p.starts_with('/') || p.contains('\0') {
         return None;
     }
+    // Usually clean already (no empty, `.` or `..` component): kept as it is.
+    if p.as_bytes()
+        .split(|&b| b == b'/')
+        .all(|c| !matches!(c, b"" | b"." | b".."))
+    {
+        return Some(p.to_string());
+    }
     let parts: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -898,7 +909,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
             continue;
         }
         // `snapshots/N/...` belongs to sample N; other files of a multi-sample bundle are shared.
-        let (files, inner): (&mut Files, String) = match rel
+        let (files, inner): (&mut Files, &str) = match rel
             .strip_prefix("snapshots/")
             .and_then(|r| r.split_once('/'))
         {
@@ -907,7 +918,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
                     if snaps.len() <= i {
                         snaps.resize_with(i + 1, || Files::new(Arc::clone(&blobs)));
                     }
-                    (&mut snaps[i], inner.to_string())
+                    (&mut snaps[i], inner)
                 }
                 _ => {
                     b.diag(
@@ -918,7 +929,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
                     continue;
                 }
             },
-            None => (&mut top, rel.clone()),
+            None => (&mut top, rel.as_str()),
         };
         let dir = inner.strip_suffix(pack::PACK_NAME);
         match (dir.and_then(|d| d.strip_suffix('/')), pack) {
@@ -932,7 +943,7 @@ fn assemble(raw: Raw, source: String) -> Result<Bundle, BundleError> {
                     );
                 }
             }
-            _ => files.insert(&inner, at),
+            _ => files.insert(inner, at),
         }
     }
     snaps.retain(|s| !s.is_empty());
