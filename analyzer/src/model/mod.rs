@@ -235,7 +235,19 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     let mode = m
         .map(|m| m.cgroup_mode)
         .unwrap_or_else(|| guess_mode(files));
-    let mut cgroups = read_cgroups(files, m, mode, cpus, &mut diag);
+    // The Kubernetes names are read while the cgroups are.
+    let (mut cgroups, (pods, names)) = rayon::join(
+        || read_cgroups(files, m, mode, cpus, &mut diag),
+        || {
+            let pods = files
+                .get(bundle::PODS_FILE)
+                .map(|t| k8s::pod_names(&parse::text(t)));
+            let names = files
+                .get(bundle::CONTAINERS_FILE)
+                .map(|t| k8s::container_names(&parse::text(t)));
+            (pods, names)
+        },
+    );
     attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups);
@@ -244,9 +256,6 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .filter(|c| c.hierarchy_is_memory(mode))
         .count() as u64;
     node.dying_cgroups = dying(&node, &cgroups, mode);
-    let pods = files
-        .get(bundle::PODS_FILE)
-        .map(|t| k8s::pod_names(&parse::text(t)));
     if let Some(pods) = pods {
         for c in &mut cgroups {
             if let Some(id) = c.k8s.as_mut() {
@@ -260,10 +269,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
             }
         }
     }
-    if let Some(names) = files
-        .get(bundle::CONTAINERS_FILE)
-        .map(|t| k8s::container_names(&parse::text(t)))
-    {
+    if let Some(names) = names {
         for id in cgroups.iter_mut().filter_map(|c| c.k8s.as_mut()) {
             if let Some((ns, pod, container)) =
                 id.container_id.as_ref().and_then(|cid| names.get(cid))
@@ -615,22 +621,17 @@ fn read_cgroups(
         },
     };
     // First the tree's shape, sequentially (dirs_under is sorted: parents before children)...
-    let mut skeleton: Vec<(&str, String, String, u8, Option<usize>)> = Vec::new();
+    let mut skeleton: Vec<(&str, &str, &str, u8, Option<usize>)> = Vec::new();
     for (mount, version) in &mounts {
-        let mut index: FastMap<String, usize> = FastMap::default();
+        // Bundle directory -> its cgroup's index.
+        let mut index: FastMap<&str, usize> = FastMap::default();
         for dir in files.dirs_under(mount) {
             let rel = &dir[mount.len()..];
-            let path = if rel.is_empty() {
-                "/".to_string()
-            } else {
-                rel.to_string()
-            };
-            let parent_path = match path.rsplit_once('/') {
-                Some(("", _)) if path != "/" => Some("/".to_string()),
-                Some((p, _)) if !p.is_empty() => Some(p.to_string()),
+            let path = if rel.is_empty() { "/" } else { rel };
+            let parent = match dir.rsplit_once('/') {
+                Some((p, _)) if !rel.is_empty() => index.get(p).copied(),
                 _ => None,
             };
-            let parent = parent_path.and_then(|p| index.get(&p).copied());
             if path != "/" && parent.is_none() {
                 diag(
                     Level::Warning,
@@ -638,8 +639,8 @@ fn read_cgroups(
                     "cgroup without its parent in the bundle; treated as a root".into(),
                 );
             }
-            index.insert(path.clone(), skeleton.len());
-            skeleton.push((dir, path, mount.clone(), *version, parent));
+            index.insert(dir, skeleton.len());
+            skeleton.push((dir, path, mount, *version, parent));
         }
     }
     // ...then every cgroup's files, in parallel.
