@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::FastMap;
 use memgap_collector::bundle::{self, pack, Manifest};
 use serde::Serialize;
 use thiserror::Error;
@@ -90,8 +89,9 @@ pub struct Files {
     blobs: Arc<Blobs>,
     /// Names of files stored as tar entries (pack members' names are inside the blobs).
     names: Vec<u8>,
-    /// directory -> files
-    dirs: FastMap<String, Vec<FileRef>>,
+    /// directory -> files, in bundle order (the collector's walk: parents first, so listing
+    /// them sorted costs little)
+    dirs: indexmap::IndexMap<String, Vec<FileRef>, foldhash::fast::RandomState>,
 }
 
 /// Where a file's name and content are (no copy, no allocation per file: a 5,000-cgroup
@@ -192,7 +192,12 @@ impl Files {
     }
 
     fn insert_pack(&mut self, dir: &str, files: Vec<FileRef>) {
-        self.dirs.entry(dir.to_string()).or_default().extend(files);
+        let list = self.dirs.entry(dir.to_string()).or_default();
+        if list.is_empty() {
+            *list = files;
+        } else {
+            list.extend(files);
+        }
     }
 }
 

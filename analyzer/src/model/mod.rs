@@ -256,30 +256,32 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .filter(|c| c.hierarchy_is_memory(mode))
         .count() as u64;
     node.dying_cgroups = dying(&node, &cgroups, mode);
-    if let Some(pods) = pods {
-        for c in &mut cgroups {
-            if let Some(id) = c.k8s.as_mut() {
-                if let Some((ns, pod, containers)) = id.pod_uid.as_ref().and_then(|u| pods.get(u)) {
-                    id.namespace = Some(ns.clone());
-                    id.pod = Some(pod.clone());
-                    if id.level == "container" && containers.len() == 1 {
-                        id.container = Some(containers[0].clone());
-                    }
+    // Names from `/var/log/pods` (by pod UID), then `/var/log/containers` (by container ID).
+    cgroups
+        .par_iter_mut()
+        .filter_map(|c| c.k8s.as_mut())
+        .for_each(|id| {
+            let pod = pods
+                .as_ref()
+                .zip(id.pod_uid.as_ref())
+                .and_then(|(p, u)| p.get(u));
+            if let Some((ns, pod, containers)) = pod {
+                id.namespace = Some(ns.clone());
+                id.pod = Some(pod.clone());
+                if id.level == "container" && containers.len() == 1 {
+                    id.container = Some(containers[0].clone());
                 }
             }
-        }
-    }
-    if let Some(names) = names {
-        for id in cgroups.iter_mut().filter_map(|c| c.k8s.as_mut()) {
-            if let Some((ns, pod, container)) =
-                id.container_id.as_ref().and_then(|cid| names.get(cid))
-            {
+            let named = names
+                .as_ref()
+                .zip(id.container_id.as_ref())
+                .and_then(|(n, c)| n.get(c));
+            if let Some((ns, pod, container)) = named {
                 id.namespace.get_or_insert_with(|| ns.clone());
                 id.pod.get_or_insert_with(|| pod.clone());
                 id.container = Some(container.clone());
             }
-        }
-    }
+        });
     crate::reader::cap_diagnostics(&mut diags);
     let mut oom_events = b
         .shared_file(bundle::OOM_FILE)
@@ -984,12 +986,8 @@ fn attach_processes(
     source: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let by_path: FastMap<&str, usize> = cgroups
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.hierarchy_is_memory(mode))
-        .map(|(i, c)| (c.path.as_str(), i))
-        .collect();
+    // Needed only for processes that no `cgroup.procs` lists: built on first use.
+    let mut by_path: Option<FastMap<&str, usize>> = None;
     let mut by_pid: FastMap<u32, usize> = FastMap::default();
     for (i, c) in cgroups
         .iter()
@@ -1004,14 +1002,21 @@ fn attach_processes(
     let mut example = String::new();
     for (p, _, cg) in procs.iter_mut() {
         let claimed = if mode != CgroupMode::V2 {
-            cg.memory_v1.clone()
+            cg.memory_v1.take()
         } else {
-            cg.unified.clone()
+            cg.unified.take()
         };
-        let idx = by_pid
-            .get(&p.pid)
-            .copied()
-            .or_else(|| claimed.as_deref().and_then(|c| by_path.get(c).copied()));
+        let idx = by_pid.get(&p.pid).copied().or_else(|| {
+            let by_path = by_path.get_or_insert_with(|| {
+                cgroups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.hierarchy_is_memory(mode))
+                    .map(|(i, c)| (c.path.as_str(), i))
+                    .collect()
+            });
+            claimed.as_deref().and_then(|c| by_path.get(c).copied())
+        });
         match idx {
             Some(i) => {
                 p.cgroup = Some(cgroups[i].path.clone());
