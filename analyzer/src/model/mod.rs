@@ -214,8 +214,16 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         });
     };
     let m = b.manifest.as_ref();
-
-    let mut processes = read_processes(files, &mut diag);
+    let mode = m
+        .map(|m| m.cgroup_mode)
+        .unwrap_or_else(|| guess_mode(files));
+    let mounts = hierarchies(m, mode);
+    // The tree's shape is laid out while the processes are read.
+    let ((mut processes, notes), (tree, tree_notes)) =
+        rayon::join(|| read_processes(files), || skeleton(files, &mounts));
+    for (l, f, msg) in notes {
+        diag(l, &f, msg);
+    }
     let cpus = processes
         .iter()
         .filter_map(|p| p.1.as_deref())
@@ -232,12 +240,12 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         })
         .unwrap_or_default();
     let mut node = read_node(files, cpus, &release, &mut diag);
-    let mode = m
-        .map(|m| m.cgroup_mode)
-        .unwrap_or_else(|| guess_mode(files));
+    for (l, f, msg) in tree_notes {
+        diag(l, &f, msg);
+    }
     // The Kubernetes names are read while the cgroups are.
     let (mut cgroups, (pods, names)) = rayon::join(
-        || read_cgroups(files, m, mode, cpus, &mut diag),
+        || read_cgroups(files, &tree, cpus, &mut diag),
         || {
             let pods = files
                 .get(bundle::PODS_FILE)
@@ -600,15 +608,9 @@ pub fn kernel_at_least(release: &str, major: u64, minor: u64) -> bool {
 /// Problems found while building, as (level, file, message), merged into diagnostics later.
 type Notes = Vec<(Level, String, String)>;
 
-fn read_cgroups(
-    files: &Files,
-    m: Option<&Manifest>,
-    mode: CgroupMode,
-    cpus: u64,
-    diag: &mut impl FnMut(Level, &str, String),
-) -> Vec<Cgroup> {
-    // Hierarchies from the manifest, else the usual mount points.
-    let mounts: Vec<(String, u8)> = match m {
+/// The hierarchies to read: from the manifest, else the usual mount points.
+fn hierarchies(m: Option<&Manifest>, mode: CgroupMode) -> Vec<(String, u8)> {
+    match m {
         Some(m) if !m.cgroup_mounts.is_empty() => m
             .cgroup_mounts
             .iter()
@@ -621,10 +623,16 @@ fn read_cgroups(
                 ("sys/fs/cgroup/unified".into(), 2),
             ],
         },
-    };
-    // First the tree's shape, sequentially (dirs_under is sorted: parents before children)...
-    let mut skeleton: Vec<(&str, &str, &str, u8, Option<usize>)> = Vec::new();
-    for (mount, version) in &mounts {
+    }
+}
+
+/// Each cgroup's directory, path, hierarchy, version and parent, parents first.
+type Tree<'f> = Vec<(&'f str, &'f str, &'f str, u8, Option<usize>)>;
+
+/// The tree's shape (dirs_under is sorted: parents before children).
+fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Notes) {
+    let (mut tree, mut notes) = (Tree::new(), Notes::new());
+    for (mount, version) in mounts {
         // Bundle directory -> its cgroup's index.
         let mut index: FastMap<&str, usize> = FastMap::default();
         for dir in files.dirs_under(mount) {
@@ -635,17 +643,26 @@ fn read_cgroups(
                 _ => None,
             };
             if path != "/" && parent.is_none() {
-                diag(
+                notes.push((
                     Level::Warning,
-                    dir,
+                    dir.to_string(),
                     "cgroup without its parent in the bundle; treated as a root".into(),
-                );
+                ));
             }
-            index.insert(dir, skeleton.len());
-            skeleton.push((dir, path, mount, *version, parent));
+            index.insert(dir, tree.len());
+            tree.push((dir, path, mount, *version, parent));
         }
     }
-    // ...then every cgroup's files, in parallel.
+    (tree, notes)
+}
+
+/// Every cgroup of the tree, its files read in parallel.
+fn read_cgroups(
+    files: &Files,
+    skeleton: &Tree<'_>,
+    cpus: u64,
+    diag: &mut impl FnMut(Level, &str, String),
+) -> Vec<Cgroup> {
     // Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000 of them
     // through an intermediate vector showed in profiles.
     let (mut out, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
@@ -861,7 +878,7 @@ fn read_cgroup(
 
 type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
 
-fn read_processes(files: &Files, diag: &mut impl FnMut(Level, &str, String)) -> Vec<RawProcess> {
+fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
     let dirs = files.dirs_under("proc");
     let read: Vec<(Option<RawProcess>, Notes)> = dirs
         .par_iter()
@@ -871,14 +888,12 @@ fn read_processes(files: &Files, diag: &mut impl FnMut(Level, &str, String)) -> 
             (p, notes)
         })
         .collect();
-    let mut out = Vec::with_capacity(read.len());
+    let (mut out, mut all) = (Vec::with_capacity(read.len()), Notes::new());
     for (p, notes) in read {
-        for (l, f, m) in notes {
-            diag(l, &f, m);
-        }
+        all.extend(notes);
         out.extend(p);
     }
-    out
+    (out, all)
 }
 
 impl Process {
