@@ -3,7 +3,7 @@
 //! (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`,
 //! also `docker-<id>.scope` and `crio-<id>.scope`).
 
-use std::collections::BTreeMap;
+use crate::FastMap;
 
 use serde::Serialize;
 
@@ -93,8 +93,8 @@ pub fn identify(path: &str) -> Option<K8s> {
 
 /// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
 /// (namespace, pod, container names).
-pub fn pod_names(text: &str) -> BTreeMap<String, (String, String, Vec<String>)> {
-    let mut out: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+pub fn pod_names(text: &str) -> FastMap<String, (String, String, Vec<String>)> {
+    let mut out: FastMap<String, (String, String, Vec<String>)> = FastMap::default();
     for line in text.lines() {
         let (pod_dir, container) = match line.split_once('/') {
             Some((p, c)) => (p, Some(c)),
@@ -116,8 +116,8 @@ pub fn pod_names(text: &str) -> BTreeMap<String, (String, String, Vec<String>)> 
 
 /// Container names from `memgap/containers.txt` (`<pod>_<namespace>_<container>-<id>.log`):
 /// container ID -> (namespace, pod, container).
-pub fn container_names(text: &str) -> BTreeMap<String, (String, String, String)> {
-    let mut out = BTreeMap::new();
+pub fn container_names(text: &str) -> FastMap<String, (String, String, String)> {
+    let mut out = FastMap::default();
     for line in text.lines() {
         let Some(stem) = line.trim().strip_suffix(".log") else {
             continue;
