@@ -7,6 +7,10 @@ use memgap_analyzer::parse::{self, flat, kv_kb, limit, misc, nested, oom, pid_cg
 fuzz_target!(|data: &[u8]| {
     let t = parse::text(data);
     let _ = flat::parse(&t);
+    // Twice with the same layouts: the second reading takes the quick path of a known layout.
+    let mut layouts = flat::Layouts::default();
+    let first = flat::parse_with(data, &mut layouts);
+    assert_eq!(flat::parse_with(data, &mut layouts), first);
     let _ = kv_kb::parse(&t);
     let _ = limit::parse(&t);
     let _ = limit::value(&t);
