@@ -307,7 +307,7 @@ pub fn read_from(
 /// A bundle being read. Entries are put in their snapshot's files as they arrive, while the
 /// rest of the archive is still being inflated: done at the end, this took a tenth of the
 /// reading time of a 5,000-cgroup bundle.
-struct Raw {
+struct Reading {
     source: String,
     /// The bundle's bytes, once read whole.
     blobs: Vec<Vec<u8>>,
@@ -327,9 +327,9 @@ struct Raw {
     entries: Vec<EntryInfo>,
 }
 
-impl Raw {
-    fn new(source: &str) -> Raw {
-        Raw {
+impl Reading {
+    fn new(source: &str) -> Reading {
+        Reading {
             source: source.to_string(),
             blobs: Vec::new(),
             diagnostics: Vec::new(),
@@ -772,7 +772,7 @@ fn inflate(r: impl Read, limits: &Limits, tx: crossbeam_channel::Sender<std::io:
     }
 }
 
-fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Reading, BundleError> {
     let limits = &Limits {
         max_entry_bytes: limits.max_entry_bytes.min(1 << 31),
         ..*limits
@@ -797,10 +797,10 @@ fn read_targz(r: impl Read + Send, source: &str, limits: &Limits) -> Result<Raw,
 
 /// Lists the entries of the tar as it is inflated. The tar crate reads the headers (seeking
 /// over the contents); each entry's content stays in the chunk that holds it.
-fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
+fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Reading, BundleError> {
     let stream = std::cell::RefCell::new(stream);
     let mut ar = tar::Archive::new(Shared(&stream));
-    let mut raw = Raw::new(source);
+    let mut raw = Reading::new(source);
     let entries = ar
         .entries_with_seek()
         .map_err(|e| BundleError::NotABundle {
@@ -911,8 +911,8 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Raw, Bundle
     Ok(raw)
 }
 
-fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Raw, BundleError> {
-    let mut raw = Raw::new(source);
+fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Reading, BundleError> {
+    let mut raw = Reading::new(source);
     let mut blobs = Vec::new();
     let mut total = 0u64;
     for e in walkdir::WalkDir::new(dir)
