@@ -194,9 +194,7 @@ fn exactly(text: &[u8], layout: &Arc<Layout>) -> Option<Flat> {
         if digits == 0 || text[at + digits] != b'\n' {
             return None;
         }
-        let value = text[at..at + digits].iter().try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
+        let value = super::decimal(&text[at..at + digits])?;
         at += digits + 1;
         if values.is_empty() {
             values.reserve_exact(layout.keys.len());

@@ -106,9 +106,7 @@ fn number(v: &str) -> Option<(u64, &str)> {
     if !matches!(b.get(digits), None | Some(b' ' | b'\t')) {
         return None;
     }
-    let n = b[..digits].iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })?;
+    let n = super::decimal(&b[..digits])?;
     Some((n, v[digits..].trim_ascii_start()))
 }
 

@@ -17,6 +17,13 @@ pub mod sysvipc;
 pub use flat::Flat;
 pub use limit::Limit;
 
+/// The value of a run of ASCII digits; `None` if it does not fit a `u64`.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 /// Kernel text files are ASCII; anything else is decoded lossily rather than refused.
 pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     // The strict check is several times faster than the lossy decoder on valid input.
