@@ -3,6 +3,7 @@
 //! values (effective limit, cAdvisor metrics, the bridge, process sums) are computed once here.
 
 pub mod bridge;
+pub mod dirs;
 pub mod k8s;
 pub mod trend;
 
@@ -12,13 +13,11 @@ use memgap_collector::bundle::{self, CgroupMode, Manifest, Missed, TmpfsUsage};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::parse::kv_kb::Value;
-use crate::parse::{
-    self, flat, kv_kb, limit, misc, nested, oom, pid_cgroup, slabinfo, sysvipc, Flat, Limit,
-};
+use crate::parse::{self, flat, kv_kb, misc, nested, oom, slabinfo, sysvipc, Flat, Limit};
 use crate::reader::{Bundle, Diagnostic, Files, Level};
 use crate::FastMap;
 pub use bridge::{Bridge, Cadvisor, Part};
+use dirs::RawProcess;
 pub use k8s::K8s;
 
 /// Version of the JSON output's schema (`docs/json-schema.md`).
@@ -670,16 +669,15 @@ fn read_cgroups(
         .map_init(
             flat::Layouts::default,
             |layouts, (dir, path, mount, version, parent)| {
-                let mut notes = Notes::new();
+                let mut d = dirs::cgroup(dir, files.view(dir).iter(), layouts);
+                let notes = std::mem::take(&mut d.notes);
                 let at = Where {
-                    dir,
                     path,
                     mount,
                     version: *version,
                     parent: *parent,
                 };
-                let c = read_cgroup(files, &at, cpus, layouts, &mut notes);
-                (c, notes)
+                (read_cgroup(&at, d, cpus), notes)
             },
         )
         .unzip();
@@ -694,126 +692,29 @@ fn read_cgroups(
     out
 }
 
-/// Where a cgroup is: its directory in the bundle, its path in its hierarchy, the hierarchy.
+/// Where a cgroup is: its path in its hierarchy, the hierarchy.
 struct Where<'a> {
-    dir: &'a str,
     path: &'a str,
     mount: &'a str,
     version: u8,
     parent: Option<usize>,
 }
 
-/// The files of a cgroup directory the model reads, found in one pass over the directory.
-#[derive(Default)]
-struct CgroupFiles<'a> {
-    stat: Option<&'a [u8]>,
-    events: Option<&'a [u8]>,
-    events_local: Option<&'a [u8]>,
-    oom_control: Option<&'a [u8]>,
-    cgroup_stat: Option<&'a [u8]>,
-    procs: Option<&'a [u8]>,
-    pressure: Option<&'a [u8]>,
-    usage: Option<&'a [u8]>,
-    limit: Option<&'a [u8]>,
-    peak: Option<&'a [u8]>,
-    high: Option<&'a [u8]>,
-    swap: Option<&'a [u8]>,
-    failcnt: Option<&'a [u8]>,
-    kmem: Option<&'a [u8]>,
-    tcp: Option<&'a [u8]>,
-    memsw: Option<&'a [u8]>,
-}
-
-impl<'a> CgroupFiles<'a> {
-    fn of(files: &'a Files, dir: &str, version: u8) -> CgroupFiles<'a> {
-        let mut f = CgroupFiles::default();
-        for (name, content) in files.view(dir).iter() {
-            // A later file of the same name wins, as in `DirView::get`.
-            let slot = match (version, name) {
-                (_, b"memory.stat") => &mut f.stat,
-                (_, b"memory.events") => &mut f.events,
-                (_, b"memory.events.local") => &mut f.events_local,
-                (_, b"memory.oom_control") => &mut f.oom_control,
-                (_, b"cgroup.stat") => &mut f.cgroup_stat,
-                (_, b"cgroup.procs") => &mut f.procs,
-                (_, b"memory.pressure") => &mut f.pressure,
-                (2, b"memory.current") | (1, b"memory.usage_in_bytes") => &mut f.usage,
-                (2, b"memory.max") | (1, b"memory.limit_in_bytes") => &mut f.limit,
-                (2, b"memory.peak") | (1, b"memory.max_usage_in_bytes") => &mut f.peak,
-                (2, b"memory.high") => &mut f.high,
-                (2, b"memory.swap.current") => &mut f.swap,
-                (1, b"memory.failcnt") => &mut f.failcnt,
-                (1, b"memory.kmem.usage_in_bytes") => &mut f.kmem,
-                (1, b"memory.kmem.tcp.usage_in_bytes") => &mut f.tcp,
-                (1, b"memory.memsw.usage_in_bytes") => &mut f.memsw,
-                _ => continue,
-            };
-            *slot = Some(content);
-        }
-        f
-    }
-}
-
-fn read_cgroup(
-    files: &Files,
-    at: &Where,
-    cpus: u64,
-    layouts: &mut flat::Layouts,
-    notes: &mut Notes,
-) -> Cgroup {
+fn read_cgroup(at: &Where, d: dirs::CgroupDir, cpus: u64) -> Cgroup {
     let Where {
-        dir,
         path,
         mount,
         version,
         parent,
     } = *at;
-    let f = CgroupFiles::of(files, dir, version);
-    let mut flat_file = |name: &str, content: Option<&[u8]>| -> Flat {
-        let Some(t) = content else {
-            return Flat::default();
-        };
-        let parsed = flat::parse_with(t, layouts);
-        if let Some(first) = parsed.bad_lines.first() {
-            notes.push((
-                Level::Warning,
-                format!("{dir}/{name}"),
-                format!(
-                    "{} unreadable line(s), first at line {first}",
-                    parsed.bad_lines.len()
-                ),
-            ));
-        }
-        parsed
-    };
-    let stat = flat_file("memory.stat", f.stat);
-    let events = flat_file("memory.events", f.events);
-    let events_local = flat_file("memory.events.local", f.events_local);
-    let oom_control = flat_file("memory.oom_control", f.oom_control);
-    let cgroup_stat = flat_file("cgroup.stat", f.cgroup_stat);
-    let value = |t: Option<&[u8]>| t.and_then(|t| limit::value(&parse::text(t)));
-    let lim = |t: Option<&[u8]>| t.and_then(|t| limit::parse(&parse::text(t)));
-    let pids = f
-        .procs
-        .map(|t| {
-            parse::text(t)
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let usage = value(f.usage);
-    let limit = lim(f.limit);
-    let peak = value(f.peak);
-    let (failcnt, kmem, tcp, memsw) = (
-        value(f.failcnt),
-        value(f.kmem),
-        value(f.tcp),
-        value(f.memsw),
-    );
-    let high = lim(f.high);
+    let v = usize::from(version == 2);
+    let (usage, limit, peak) = (d.usage[v], d.limit[v], d.peak[v]);
+    let v1 = |x: Option<u64>| x.filter(|_| version != 2);
+    let (failcnt, kmem, tcp, memsw) = (v1(d.failcnt), v1(d.kmem), v1(d.tcp), v1(d.memsw));
+    let high = d.high.filter(|_| version == 2);
+    let stat = d.stat;
     let swap = if version == 2 {
-        value(f.swap)
+        d.swap_current
     } else {
         bridge::v1(&stat, "swap")
     };
@@ -856,13 +757,13 @@ fn read_cgroup(
         tcp_bytes: tcp,
         memsw_bytes: memsw,
         swap_bytes: swap,
-        pressure: f.pressure.and_then(|t| nested::psi(&parse::text(t))),
+        pressure: d.pressure,
         stat,
-        events,
-        events_local,
-        oom_control,
-        cgroup_stat,
-        pids,
+        events: d.events,
+        events_local: d.events_local,
+        oom_control: d.oom_control,
+        cgroup_stat: d.cgroup_stat,
+        pids: d.pids,
         procs: ProcSum::default(),
         top_process: None,
         cadvisor,
@@ -876,120 +777,18 @@ fn read_cgroup(
     }
 }
 
-type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
-
 fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
-    let dirs = files.dirs_under("proc");
-    let read: Vec<(Option<RawProcess>, Notes)> = dirs
+    let read: Vec<dirs::ProcessDir> = files
+        .dirs_under("proc")
         .par_iter()
-        .map(|dir| {
-            let mut notes = Notes::new();
-            let p = read_process(files, dir, &mut notes);
-            (p, notes)
-        })
+        .map(|dir| dirs::process(dir, files.view(dir).iter()))
         .collect();
     let (mut out, mut all) = (Vec::with_capacity(read.len()), Notes::new());
-    for (p, notes) in read {
-        all.extend(notes);
-        out.extend(p);
+    for p in read {
+        all.extend(p.notes);
+        out.extend(p.process);
     }
     (out, all)
-}
-
-impl Process {
-    /// Keeps a value of `status` or `smaps_rollup` (bytes, or a count) if the model uses it.
-    fn set_number(&mut self, key: &str, n: u64) {
-        let field = match key {
-            "Threads" => &mut self.threads,
-            "VmRSS" => &mut self.rss,
-            "RssAnon" => &mut self.rss_anon,
-            "RssFile" => &mut self.rss_file,
-            "RssShmem" => &mut self.rss_shmem,
-            "VmSwap" => &mut self.swap,
-            "VmLck" => &mut self.locked,
-            "VmHWM" => &mut self.hwm,
-            "VmPTE" => &mut self.pagetables,
-            "Pss" => &mut self.pss,
-            "Pss_Anon" => &mut self.pss_anon,
-            "Pss_File" => &mut self.pss_file,
-            "Pss_Shmem" => &mut self.pss_shmem,
-            "LazyFree" => &mut self.lazyfree,
-            "AnonHugePages" => &mut self.anon_huge,
-            _ => return,
-        };
-        *field = Some(n);
-    }
-}
-
-fn read_process(files: &Files, dir: &str, notes: &mut Notes) -> Option<RawProcess> {
-    let pid = dir
-        .strip_prefix("proc/")
-        .and_then(|p| p.parse::<u32>().ok())?;
-    let (mut status, mut smaps, mut cgroup, mut cmdline, mut comm) = (None, None, None, None, None);
-    let (mut oom_score, mut oom_score_adj) = (None, None);
-    for (name, content) in files.view(dir).iter() {
-        match name {
-            b"status" => status = Some(content),
-            b"smaps_rollup" => smaps = Some(content),
-            b"cgroup" => cgroup = Some(content),
-            b"cmdline" => cmdline = Some(content),
-            b"comm" => comm = Some(content),
-            b"oom_score" => oom_score = Some(content),
-            b"oom_score_adj" => oom_score_adj = Some(content),
-            _ => {}
-        }
-    }
-    let int = |t: Option<&[u8]>| t.and_then(|t| parse::text(t).trim().parse::<i64>().ok());
-    let mut p = Process {
-        pid,
-        cmdline: cmdline
-            .map(|c| {
-                let s = String::from_utf8_lossy(c);
-                s.trim_end_matches('\0').replace('\0', " ")
-            })
-            .unwrap_or_default(),
-        oom_score: int(oom_score),
-        oom_score_adj: int(oom_score_adj),
-        ..Process::default()
-    };
-    // Only the keys the model keeps are looked at: `status` has ~55 lines, 2,000 processes.
-    let status = parse::text(status?);
-    let (mut name, mut cpus) = (None, None);
-    let bad = kv_kb::each(&status, |k, v| match (k, v) {
-        ("Name", Value::Text(t)) => name = Some(t.to_string()),
-        ("State", Value::Text(t)) => p.state = Some(t.to_string()),
-        // A single CPU's list (`0`) reads as a number.
-        ("Cpus_allowed_list", v) => {
-            cpus = Some(match v {
-                Value::Text(t) => t.to_string(),
-                Value::Number(n) => n.to_string(),
-            })
-        }
-        (k, Value::Number(n)) => p.set_number(k, n),
-        _ => {}
-    });
-    if !bad.is_empty() {
-        notes.push((
-            Level::Warning,
-            format!("{dir}/status"),
-            format!("{} unreadable line(s)", bad.len()),
-        ));
-    }
-    if let Some(t) = smaps {
-        kv_kb::each(&parse::text(t), |k, v| {
-            if let Value::Number(n) = v {
-                p.set_number(k, n);
-            }
-        });
-    }
-    p.name = comm
-        .map(|c| parse::text(c).trim().to_string())
-        .or(name)
-        .unwrap_or_default();
-    let cg = cgroup
-        .map(|t| pid_cgroup::parse(&parse::text(t)))
-        .unwrap_or_default();
-    Some((p, cpus, cg))
 }
 
 /// Puts each process in its memory cgroup (`cgroup.procs` first, `/proc/PID/cgroup` else) and

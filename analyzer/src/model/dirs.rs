@@ -1,0 +1,259 @@
+//! What the model reads from one cgroup or process directory, parsed from that directory's own
+//! files (nothing here needs the rest of the bundle; the tree, the hierarchy's version and the
+//! node's CPUs are applied in the model).
+
+use crate::parse::kv_kb::{self, Value};
+use crate::parse::{self, flat, limit, nested, pid_cgroup, Flat, Limit};
+use crate::reader::Level;
+
+use super::{Notes, Process};
+
+/// A process as read, with its allowed CPUs and the cgroups it claims.
+pub(super) type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
+
+/// One cgroup directory's files, parsed. v1 and v2 name the same value differently; both are
+/// kept, and the model takes the one of the hierarchy's version.
+#[derive(Debug, Default)]
+pub(super) struct CgroupDir {
+    pub(super) stat: Flat,
+    pub(super) events: Flat,
+    pub(super) events_local: Flat,
+    pub(super) oom_control: Flat,
+    pub(super) cgroup_stat: Flat,
+    pub(super) pids: Vec<u32>,
+    pub(super) pressure: Option<nested::Psi>,
+    /// `[v1, v2]`: `memory.usage_in_bytes`, `memory.current`.
+    pub(super) usage: [Option<u64>; 2],
+    /// `[v1, v2]`: `memory.limit_in_bytes`, `memory.max`.
+    pub(super) limit: [Option<Limit>; 2],
+    /// `[v1, v2]`: `memory.max_usage_in_bytes`, `memory.peak`.
+    pub(super) peak: [Option<u64>; 2],
+    /// v2 only.
+    pub(super) high: Option<Limit>,
+    pub(super) swap_current: Option<u64>,
+    /// v1 only.
+    pub(super) failcnt: Option<u64>,
+    pub(super) kmem: Option<u64>,
+    pub(super) tcp: Option<u64>,
+    pub(super) memsw: Option<u64>,
+    pub(super) notes: Notes,
+}
+
+/// One process directory, parsed: no process without a PID or a `status`.
+#[derive(Debug)]
+pub(super) struct ProcessDir {
+    pub(super) process: Option<RawProcess>,
+    pub(super) notes: Notes,
+}
+
+pub(super) fn cgroup<'a>(
+    dir: &str,
+    files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    layouts: &mut flat::Layouts,
+) -> CgroupDir {
+    let mut c = CgroupDir::default();
+    let mut flat_file = |name: &[u8], t: &[u8], notes: &mut Notes| -> Flat {
+        let parsed = flat::parse_with(t, layouts);
+        if let Some(first) = parsed.bad_lines.first() {
+            notes.push((
+                Level::Warning,
+                format!("{dir}/{}", parse::text(name)),
+                format!(
+                    "{} unreadable line(s), first at line {first}",
+                    parsed.bad_lines.len()
+                ),
+            ));
+        }
+        parsed
+    };
+    let value = |t: &[u8]| limit::value(&parse::text(t));
+    let lim = |t: &[u8]| limit::parse(&parse::text(t));
+    // Files come in the collector's order; a later file of the same name wins, as in
+    // `DirView::get`. Notes about a file that is read again are dropped with it.
+    let mut flats: [Option<&[u8]>; 5] = [None; 5];
+    for (name, t) in files {
+        match name {
+            b"memory.stat" => flats[0] = Some(t),
+            b"memory.events" => flats[1] = Some(t),
+            b"memory.events.local" => flats[2] = Some(t),
+            b"memory.oom_control" => flats[3] = Some(t),
+            b"cgroup.stat" => flats[4] = Some(t),
+            b"cgroup.procs" => {
+                c.pids = parse::text(t)
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect()
+            }
+            b"memory.pressure" => c.pressure = nested::psi(&parse::text(t)),
+            b"memory.usage_in_bytes" => c.usage[0] = value(t),
+            b"memory.current" => c.usage[1] = value(t),
+            b"memory.limit_in_bytes" => c.limit[0] = lim(t),
+            b"memory.max" => c.limit[1] = lim(t),
+            b"memory.max_usage_in_bytes" => c.peak[0] = value(t),
+            b"memory.peak" => c.peak[1] = value(t),
+            b"memory.high" => c.high = lim(t),
+            b"memory.swap.current" => c.swap_current = value(t),
+            b"memory.failcnt" => c.failcnt = value(t),
+            b"memory.kmem.usage_in_bytes" => c.kmem = value(t),
+            b"memory.kmem.tcp.usage_in_bytes" => c.tcp = value(t),
+            b"memory.memsw.usage_in_bytes" => c.memsw = value(t),
+            _ => {}
+        }
+    }
+    let names: [&[u8]; 5] = [
+        b"memory.stat",
+        b"memory.events",
+        b"memory.events.local",
+        b"memory.oom_control",
+        b"cgroup.stat",
+    ];
+    let mut notes = Notes::new();
+    let [stat, events, events_local, oom_control, cgroup_stat] =
+        std::array::from_fn(|i| match flats[i] {
+            Some(t) => flat_file(names[i], t, &mut notes),
+            None => Flat::default(),
+        });
+    CgroupDir {
+        stat,
+        events,
+        events_local,
+        oom_control,
+        cgroup_stat,
+        notes,
+        ..c
+    }
+}
+
+impl Process {
+    /// Keeps a value of `status` or `smaps_rollup` (bytes, or a count) if the model uses it.
+    fn set_number(&mut self, key: &str, n: u64) {
+        let field = match key {
+            "Threads" => &mut self.threads,
+            "VmRSS" => &mut self.rss,
+            "RssAnon" => &mut self.rss_anon,
+            "RssFile" => &mut self.rss_file,
+            "RssShmem" => &mut self.rss_shmem,
+            "VmSwap" => &mut self.swap,
+            "VmLck" => &mut self.locked,
+            "VmHWM" => &mut self.hwm,
+            "VmPTE" => &mut self.pagetables,
+            "Pss" => &mut self.pss,
+            "Pss_Anon" => &mut self.pss_anon,
+            "Pss_File" => &mut self.pss_file,
+            "Pss_Shmem" => &mut self.pss_shmem,
+            "LazyFree" => &mut self.lazyfree,
+            "AnonHugePages" => &mut self.anon_huge,
+            _ => return,
+        };
+        *field = Some(n);
+    }
+}
+
+pub(super) fn process<'a>(
+    dir: &str,
+    files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> ProcessDir {
+    let mut notes = Notes::new();
+    let process = read_process(dir, files, &mut notes);
+    ProcessDir { process, notes }
+}
+
+fn read_process<'a>(
+    dir: &str,
+    files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    notes: &mut Notes,
+) -> Option<RawProcess> {
+    let pid = dir
+        .strip_prefix("proc/")
+        .and_then(|p| p.parse::<u32>().ok())?;
+    let (mut status, mut smaps, mut cgroup, mut cmdline, mut comm) = (None, None, None, None, None);
+    let (mut oom_score, mut oom_score_adj) = (None, None);
+    for (name, content) in files {
+        match name {
+            b"status" => status = Some(content),
+            b"smaps_rollup" => smaps = Some(content),
+            b"cgroup" => cgroup = Some(content),
+            b"cmdline" => cmdline = Some(content),
+            b"comm" => comm = Some(content),
+            b"oom_score" => oom_score = Some(content),
+            b"oom_score_adj" => oom_score_adj = Some(content),
+            _ => {}
+        }
+    }
+    let int = |t: Option<&[u8]>| t.and_then(|t| parse::text(t).trim().parse::<i64>().ok());
+    let mut p = Process {
+        pid,
+        cmdline: cmdline
+            .map(|c| {
+                let s = String::from_utf8_lossy(c);
+                s.trim_end_matches('\0').replace('\0', " ")
+            })
+            .unwrap_or_default(),
+        oom_score: int(oom_score),
+        oom_score_adj: int(oom_score_adj),
+        ..Process::default()
+    };
+    // Only the keys the model keeps are looked at: `status` has ~55 lines, 2,000 processes.
+    let status = parse::text(status?);
+    let (mut name, mut cpus) = (None, None);
+    let bad = kv_kb::each(&status, |k, v| match (k, v) {
+        ("Name", Value::Text(t)) => name = Some(t.to_string()),
+        ("State", Value::Text(t)) => p.state = Some(t.to_string()),
+        // A single CPU's list (`0`) reads as a number.
+        ("Cpus_allowed_list", v) => {
+            cpus = Some(match v {
+                Value::Text(t) => t.to_string(),
+                Value::Number(n) => n.to_string(),
+            })
+        }
+        (k, Value::Number(n)) => p.set_number(k, n),
+        _ => {}
+    });
+    if !bad.is_empty() {
+        notes.push((
+            Level::Warning,
+            format!("{dir}/status"),
+            format!("{} unreadable line(s)", bad.len()),
+        ));
+    }
+    if let Some(t) = smaps {
+        kv_kb::each(&parse::text(t), |k, v| {
+            if let Value::Number(n) = v {
+                p.set_number(k, n);
+            }
+        });
+    }
+    p.name = comm
+        .map(|c| parse::text(c).trim().to_string())
+        .or(name)
+        .unwrap_or_default();
+    let cg = cgroup
+        .map(|t| pid_cgroup::parse(&parse::text(t)))
+        .unwrap_or_default();
+    Some((p, cpus, cg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_file_of_the_same_name_wins() {
+        let files = [
+            (&b"memory.stat"[..], &b"cache 1\nbad\n"[..]),
+            (&b"memory.stat"[..], &b"cache 2\n"[..]),
+            (&b"memory.current"[..], &b"7\n"[..]),
+            (&b"memory.max"[..], &b"max\n"[..]),
+        ];
+        let c = cgroup("d", files.into_iter(), &mut Default::default());
+        assert_eq!(c.stat.get("cache"), Some(2));
+        assert!(
+            c.notes.is_empty(),
+            "the replaced file's bad line is not reported"
+        );
+        assert_eq!(
+            (c.usage, c.limit),
+            ([None, Some(7)], [None, Some(Limit::Max)])
+        );
+    }
+}
