@@ -113,6 +113,15 @@ pub const V2_KERNEL_PARTS: [&str; 7] = [
     "percpu",
     "vmalloc",
 ];
+const V2_KERNEL_KEYS: [K; 7] = [
+    K::slab_reclaimable,
+    K::slab_unreclaimable,
+    K::kernel_stack,
+    K::pagetables,
+    K::sec_pagetables,
+    K::percpu,
+    K::vmalloc,
+];
 
 /// Inputs for one cgroup.
 pub struct Inputs<'a> {
@@ -128,36 +137,114 @@ pub struct Inputs<'a> {
     pub cpus: u64,
 }
 
-/// A v1 `memory.stat` value, hierarchical (`total_`) when present.
-pub fn v1(stat: &Flat, name: &str) -> Option<u64> {
-    // `total_` + name on the stack: this runs ~30 times per cgroup.
-    let mut buf = [0u8; 64];
-    let total = buf.get_mut(..6 + name.len()).map(|b| {
-        b[..6].copy_from_slice(b"total_");
-        b[6..].copy_from_slice(name.as_bytes());
-        &*b
-    });
-    total
-        .and_then(|t| stat.get(std::str::from_utf8(t).ok()?))
-        .or_else(|| stat.get(name))
+/// The `memory.stat` keys read here, each a variant of [`K`] named as the key.
+macro_rules! stat_keys {
+    ($($key:ident),* $(,)?) => {
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy)]
+        pub enum K { $($key),* }
+        static KEYS: &[&str] = &[$(stringify!($key)),*];
+    };
+}
+
+stat_keys!(
+    // v2
+    anon,
+    shmem,
+    file,
+    active_anon,
+    inactive_anon,
+    active_file,
+    inactive_file,
+    slab_reclaimable,
+    slab_unreclaimable,
+    kernel_stack,
+    pagetables,
+    sec_pagetables,
+    percpu,
+    vmalloc,
+    zswap,
+    kernel,
+    sock,
+    file_dirty,
+    file_writeback,
+    file_mapped,
+    unevictable,
+    anon_thp,
+    swapcached,
+    // v1, each with its hierarchical `total_` form
+    rss,
+    total_rss,
+    total_shmem,
+    cache,
+    total_cache,
+    total_swapcached,
+    total_active_anon,
+    total_inactive_anon,
+    total_active_file,
+    total_inactive_file,
+    dirty,
+    total_dirty,
+    writeback,
+    total_writeback,
+    mapped_file,
+    total_mapped_file,
+    total_unevictable,
+    rss_huge,
+    total_rss_huge,
+    swap,
+    total_swap,
+);
+
+/// A cgroup's `memory.stat`, read by key: the keys are found once per file layout (5,000
+/// cgroups have one or two), not hashed ~50 times per cgroup.
+pub struct Stat<'a> {
+    flat: &'a Flat,
+    at: std::borrow::Cow<'a, [Option<u32>]>,
+}
+
+impl<'a> Stat<'a> {
+    pub fn new(flat: &'a Flat) -> Stat<'a> {
+        Stat {
+            flat,
+            at: flat.positions(KEYS),
+        }
+    }
+
+    pub fn get(&self, k: K) -> Option<u64> {
+        self.flat.at(self.at[k as usize])
+    }
+
+    fn g(&self, k: K) -> u64 {
+        self.get(k).unwrap_or(0)
+    }
+
+    /// A v1 value, hierarchical (`total_`) when present.
+    pub fn v1(&self, total: K, own: K) -> Option<u64> {
+        self.get(total).or_else(|| self.get(own))
+    }
+
+    fn h(&self, total: K, own: K) -> u64 {
+        self.v1(total, own).unwrap_or(0)
+    }
 }
 
 pub fn cadvisor(i: &Inputs) -> Cadvisor {
-    let s = i.stat;
-    let g = |k: &str| s.get(k).unwrap_or(0);
+    let s = &Stat::new(i.stat);
+    let g = |k: K| s.g(k);
     if i.version == 2 {
         // v2 root has no memory.current: cAdvisor (via runc) uses anon + file.
         let usage = if i.is_root {
-            g("anon") + g("file")
+            g(K::anon) + g(K::file)
         } else {
             i.usage.unwrap_or(0)
         };
         Cadvisor {
             usage_bytes: usage,
-            working_set_bytes: usage.saturating_sub(g("inactive_file")),
-            rss: g("anon"),
-            cache: g("file"),
-            mapped_file: g("file_mapped"),
+            working_set_bytes: usage.saturating_sub(g(K::inactive_file)),
+            rss: g(K::anon),
+            cache: g(K::file),
+            mapped_file: g(K::file_mapped),
             swap: i.swap_current.unwrap_or(0),
             failcnt: 0,      // not populated on v2
             kernel_usage: 0, // not populated on v2
@@ -165,14 +252,13 @@ pub fn cadvisor(i: &Inputs) -> Cadvisor {
         }
     } else {
         let usage = i.usage.unwrap_or(0);
-        let h = |k: &str| v1(s, k).unwrap_or(0);
         Cadvisor {
             usage_bytes: usage,
-            working_set_bytes: usage.saturating_sub(h("inactive_file")),
-            rss: h("rss"),
-            cache: h("cache"),
-            mapped_file: h("mapped_file"),
-            swap: h("swap"),
+            working_set_bytes: usage.saturating_sub(s.h(K::total_inactive_file, K::inactive_file)),
+            rss: s.h(K::total_rss, K::rss),
+            cache: s.h(K::total_cache, K::cache),
+            mapped_file: s.h(K::total_mapped_file, K::mapped_file),
+            swap: s.h(K::total_swap, K::swap),
             failcnt: i.failcnt.unwrap_or(0),
             kernel_usage: i.kmem.unwrap_or(0),
             max_usage_bytes: i.peak.unwrap_or(0),
@@ -181,8 +267,7 @@ pub fn cadvisor(i: &Inputs) -> Cadvisor {
 }
 
 pub fn bridge(i: &Inputs) -> Option<Bridge> {
-    let s = i.stat;
-    if s.is_empty() {
+    if i.stat.is_empty() {
         return None;
     }
     let mut parts: Vec<Part> = Vec::new();
@@ -197,13 +282,14 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
             });
         }
     };
+    let s = &Stat::new(i.stat);
     let (usage, usage_source) = if i.version == 2 {
-        let g = |k: &str| s.get(k).unwrap_or(0);
-        let anon = g("anon");
-        let shmem = g("shmem");
-        let file = g("file");
-        let lru_anon = g("active_anon") + g("inactive_anon");
-        let (act, inact) = (g("active_file"), g("inactive_file"));
+        let g = |k: K| s.g(k);
+        let anon = g(K::anon);
+        let shmem = g(K::shmem);
+        let file = g(K::file);
+        let lru_anon = g(K::active_anon) + g(K::inactive_anon);
+        let (act, inact) = (g(K::active_file), g(K::inactive_file));
         parts.push(Part {
             key: "anon",
             label: "anonymous (mapped by processes)",
@@ -224,41 +310,44 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
             file.saturating_sub(shmem + act + inact),
         );
         let mut kparts = 0;
-        for key in V2_KERNEL_PARTS {
-            let b = g(key);
+        for (key, k) in V2_KERNEL_PARTS.into_iter().zip(V2_KERNEL_KEYS) {
+            let b = g(k);
             kparts += b;
             push(&mut parts, key, b);
         }
-        push(&mut parts, "zswap", g("zswap"));
-        kparts += g("zswap");
+        push(&mut parts, "zswap", g(K::zswap));
+        kparts += g(K::zswap);
         // `kernel` (5.18+) covers all kmem; older kernels only list the components.
-        if let Some(k) = s.get("kernel") {
+        if let Some(k) = s.get(K::kernel) {
             push(&mut parts, "kernel_other", k.saturating_sub(kparts));
         }
-        push(&mut parts, "sock", g("sock"));
-        push(&mut overlaps, "file_dirty", g("file_dirty"));
-        push(&mut overlaps, "file_writeback", g("file_writeback"));
-        push(&mut overlaps, "file_mapped", g("file_mapped"));
-        push(&mut overlaps, "unevictable", g("unevictable"));
-        push(&mut overlaps, "anon_thp", g("anon_thp"));
-        push(&mut overlaps, "swapcached", g("swapcached"));
+        push(&mut parts, "sock", g(K::sock));
+        push(&mut overlaps, "file_dirty", g(K::file_dirty));
+        push(&mut overlaps, "file_writeback", g(K::file_writeback));
+        push(&mut overlaps, "file_mapped", g(K::file_mapped));
+        push(&mut overlaps, "unevictable", g(K::unevictable));
+        push(&mut overlaps, "anon_thp", g(K::anon_thp));
+        push(&mut overlaps, "swapcached", g(K::swapcached));
         push(&mut beside, "swap", i.swap_current.unwrap_or(0));
         if i.is_root {
             (
-                g("anon") + file + s.get("kernel").unwrap_or(kparts) + g("sock"),
+                g(K::anon) + file + s.get(K::kernel).unwrap_or(kparts) + g(K::sock),
                 "root memory.stat: anon + file + kernel + sock",
             )
         } else {
             (i.usage?, "memory.current")
         }
     } else {
-        let h = |k: &str| v1(s, k).unwrap_or(0);
-        let rss = h("rss");
-        let shmem = h("shmem");
-        let cache = h("cache");
-        let swapcached = h("swapcached");
-        let lru_anon = h("active_anon") + h("inactive_anon");
-        let (act, inact) = (h("active_file"), h("inactive_file"));
+        let rss = s.h(K::total_rss, K::rss);
+        let shmem = s.h(K::total_shmem, K::shmem);
+        let cache = s.h(K::total_cache, K::cache);
+        let swapcached = s.h(K::total_swapcached, K::swapcached);
+        let lru_anon = s.h(K::total_active_anon, K::active_anon)
+            + s.h(K::total_inactive_anon, K::inactive_anon);
+        let (act, inact) = (
+            s.h(K::total_active_file, K::active_file),
+            s.h(K::total_inactive_file, K::inactive_file),
+        );
         parts.push(Part {
             key: "anon",
             label: "anonymous (mapped by processes)",
@@ -284,13 +373,29 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
         } else {
             push(&mut parts, "kernel", i.kmem.unwrap_or(0));
         }
-        push(&mut overlaps, "file_dirty", h("dirty"));
-        push(&mut overlaps, "file_writeback", h("writeback"));
-        push(&mut overlaps, "file_mapped", h("mapped_file"));
-        push(&mut overlaps, "unevictable", h("unevictable"));
-        push(&mut overlaps, "anon_thp", h("rss_huge"));
+        push(&mut overlaps, "file_dirty", s.h(K::total_dirty, K::dirty));
+        push(
+            &mut overlaps,
+            "file_writeback",
+            s.h(K::total_writeback, K::writeback),
+        );
+        push(
+            &mut overlaps,
+            "file_mapped",
+            s.h(K::total_mapped_file, K::mapped_file),
+        );
+        push(
+            &mut overlaps,
+            "unevictable",
+            s.h(K::total_unevictable, K::unevictable),
+        );
+        push(
+            &mut overlaps,
+            "anon_thp",
+            s.h(K::total_rss_huge, K::rss_huge),
+        );
         push(&mut beside, "sock", i.tcp.unwrap_or(0));
-        push(&mut beside, "swap", h("swap"));
+        push(&mut beside, "swap", s.h(K::total_swap, K::swap));
         (i.usage?, "memory.usage_in_bytes")
     };
     let sum: u64 = parts.iter().map(|p| p.bytes).sum();
@@ -315,6 +420,14 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
 mod tests {
     use super::*;
     use crate::parse::flat;
+
+    #[test]
+    fn kernel_part_keys_name_the_kernel_parts() {
+        for (name, k) in V2_KERNEL_PARTS.into_iter().zip(V2_KERNEL_KEYS) {
+            assert_eq!(KEYS[k as usize], name);
+        }
+        assert_eq!(KEYS[K::total_swap as usize], "total_swap");
+    }
 
     fn inputs<'a>(version: u8, stat: &'a Flat, usage: u64, kmem: Option<u64>) -> Inputs<'a> {
         Inputs {

@@ -716,7 +716,7 @@ fn read_cgroup(at: &Where, d: dirs::CgroupDir, cpus: u64) -> Cgroup {
     let swap = if version == 2 {
         d.swap_current
     } else {
-        bridge::v1(&stat, "swap")
+        bridge::Stat::new(&stat).v1(bridge::K::total_swap, bridge::K::swap)
     };
     // The hierarchy root, not merely a cgroup whose parent the bundle lacks.
     let is_root = path == "/";

@@ -6,7 +6,8 @@
 //! ~25,000 flat files of up to ~70 keys, and a string per key per file was most of the
 //! analyzer's time (see docs/performance.md).
 
-use std::sync::{Arc, LazyLock};
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -21,6 +22,8 @@ pub struct Layout {
     index: FastMap<Box<str>, u32>,
     /// Positions of the distinct keys, sorted by key: the order of the JSON output.
     sorted: Vec<u32>,
+    /// The positions of the first key list asked for (see [`Flat::positions`]), and that list.
+    resolved: OnceLock<(usize, Box<[Option<u32>]>)>,
 }
 
 impl Layout {
@@ -35,7 +38,12 @@ impl Layout {
             keys,
             index,
             sorted,
+            resolved: OnceLock::new(),
         }
+    }
+
+    fn resolve(&self, keys: &[&str]) -> Box<[Option<u32>]> {
+        keys.iter().map(|k| self.index.get(*k).copied()).collect()
     }
 }
 
@@ -65,6 +73,27 @@ impl Flat {
     pub fn get(&self, key: &str) -> Option<u64> {
         let i = *self.layout.index.get(key)?;
         Some(self.values[i as usize])
+    }
+
+    /// Where each of `keys` is in this file's layout, for [`Flat::at`]. Files of one layout
+    /// share the answer: a caller reading the same keys of thousands of files (the bridge
+    /// over every cgroup's `memory.stat`) looks them up once per layout, not once per file.
+    pub fn positions(&self, keys: &'static [&'static str]) -> Cow<'_, [Option<u32>]> {
+        let id = keys.as_ptr() as usize;
+        let (first, at) = self
+            .layout
+            .resolved
+            .get_or_init(|| (id, self.layout.resolve(keys)));
+        if *first == id && at.len() == keys.len() {
+            Cow::Borrowed(&at[..])
+        } else {
+            Cow::Owned(self.layout.resolve(keys).into_vec())
+        }
+    }
+
+    /// The value at a position from [`Flat::positions`].
+    pub fn at(&self, position: Option<u32>) -> Option<u64> {
+        self.values.get(position? as usize).copied()
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -333,6 +362,23 @@ mod tests {
         let g = parse_with(b"a 1x\n\xff 2\n  b\t 3 \r\nc 4", &mut Layouts::default());
         assert_eq!(g.bad_lines, vec![1, 2]);
         assert_eq!((g.get("b"), g.get("c")), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn positions_are_found_once_per_layout() {
+        static KEYS: [&str; 3] = ["rss", "none", "cache"];
+        static OTHER: [&str; 1] = ["cache"];
+        let mut layouts = Layouts::default();
+        let a = parse_with(b"cache 1\nrss 2\n", &mut layouts);
+        let b = parse_with(b"cache 3\nrss 4\n", &mut layouts);
+        let pa = a.positions(&KEYS);
+        assert!(matches!(pa, Cow::Borrowed(_)));
+        let values = |f: &Flat, p: &[Option<u32>]| p.iter().map(|&p| f.at(p)).collect::<Vec<_>>();
+        assert_eq!(values(&a, &pa), [Some(2), None, Some(1)]);
+        assert_eq!(values(&b, &b.positions(&KEYS)), [Some(4), None, Some(3)]);
+        // Another list still gets right answers, just not cached.
+        assert_eq!(values(&b, &b.positions(&OTHER)), [Some(3)]);
+        assert_eq!(Flat::default().at(None), None);
     }
 
     #[test]
