@@ -3,7 +3,10 @@
 //! (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`,
 //! also `docker-<id>.scope` and `crio-<id>.scope`).
 
-use crate::FastMap;
+use memgap_collector::bundle;
+
+use crate::reader::Files;
+use crate::{parse, FastMap};
 
 use serde::Serialize;
 
@@ -93,8 +96,61 @@ pub fn identify(path: &str) -> Option<K8s> {
 
 /// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
 /// (namespace, pod, container names).
-pub fn pod_names(text: &str) -> FastMap<String, (String, String, Vec<String>)> {
-    let mut out: FastMap<String, (String, String, Vec<String>)> = FastMap::default();
+/// The names a bundle holds for pods (from `/var/log/pods`, by pod UID) and containers (from
+/// `/var/log/containers`, by container ID).
+#[derive(Debug, Default)]
+pub struct Names {
+    pods: Option<PodNames>,
+    containers: Option<ContainerNames>,
+}
+
+/// Pod UID -> (namespace, pod, its containers' names).
+pub type PodNames = FastMap<String, (String, String, Vec<String>)>;
+/// Container ID -> (namespace, pod, container).
+pub type ContainerNames = FastMap<String, (String, String, String)>;
+
+impl Names {
+    pub fn read(files: &Files) -> Names {
+        Names {
+            pods: files
+                .get(bundle::PODS_FILE)
+                .map(|t| pod_names(&parse::text(t))),
+            containers: files
+                .get(bundle::CONTAINERS_FILE)
+                .map(|t| container_names(&parse::text(t))),
+        }
+    }
+
+    /// Fills in the namespace, pod and container names of one identity: from its pod's
+    /// directory first, then from its container's log link.
+    pub fn name(&self, id: &mut K8s) {
+        let pod = self
+            .pods
+            .as_ref()
+            .zip(id.pod_uid.as_ref())
+            .and_then(|(p, u)| p.get(u));
+        if let Some((ns, pod, containers)) = pod {
+            id.namespace = Some(ns.clone());
+            id.pod = Some(pod.clone());
+            if id.level == "container" && containers.len() == 1 {
+                id.container = Some(containers[0].clone());
+            }
+        }
+        let named = self
+            .containers
+            .as_ref()
+            .zip(id.container_id.as_ref())
+            .and_then(|(n, c)| n.get(c));
+        if let Some((ns, pod, container)) = named {
+            id.namespace.get_or_insert_with(|| ns.clone());
+            id.pod.get_or_insert_with(|| pod.clone());
+            id.container = Some(container.clone());
+        }
+    }
+}
+
+pub fn pod_names(text: &str) -> PodNames {
+    let mut out = PodNames::default();
     for line in text.lines() {
         let (pod_dir, container) = match line.split_once('/') {
             Some((p, c)) => (p, Some(c)),
@@ -116,8 +172,8 @@ pub fn pod_names(text: &str) -> FastMap<String, (String, String, Vec<String>)> {
 
 /// Container names from `memgap/containers.txt` (`<pod>_<namespace>_<container>-<id>.log`):
 /// container ID -> (namespace, pod, container).
-pub fn container_names(text: &str) -> FastMap<String, (String, String, String)> {
-    let mut out = FastMap::default();
+pub fn container_names(text: &str) -> ContainerNames {
+    let mut out = ContainerNames::default();
     for line in text.lines() {
         let Some(stem) = line.trim().strip_suffix(".log") else {
             continue;

@@ -217,9 +217,11 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .map(|m| m.cgroup_mode)
         .unwrap_or_else(|| guess_mode(files));
     let mounts = hierarchies(m, mode);
-    // The tree's shape is laid out while the processes are read.
-    let ((mut processes, notes), (tree, tree_notes)) =
-        rayon::join(|| read_processes(files), || skeleton(files, &mounts));
+    // The tree's shape and the Kubernetes names are read while the processes are.
+    let ((mut processes, notes), ((tree, tree_notes), names)) = rayon::join(
+        || read_processes(files),
+        || rayon::join(|| skeleton(files, &mounts), || k8s::Names::read(files)),
+    );
     for (l, f, msg) in notes {
         diag(l, &f, msg);
     }
@@ -242,19 +244,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     for (l, f, msg) in tree_notes {
         diag(l, &f, msg);
     }
-    // The Kubernetes names are read while the cgroups are.
-    let (mut cgroups, (pods, names)) = rayon::join(
-        || read_cgroups(files, &tree, cpus, &mut diag),
-        || {
-            let pods = files
-                .get(bundle::PODS_FILE)
-                .map(|t| k8s::pod_names(&parse::text(t)));
-            let names = files
-                .get(bundle::CONTAINERS_FILE)
-                .map(|t| k8s::container_names(&parse::text(t)));
-            (pods, names)
-        },
-    );
+    let mut cgroups = read_cgroups(files, &tree, cpus, &names, &mut diag);
     attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups);
@@ -263,32 +253,6 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .filter(|c| c.hierarchy_is_memory(mode))
         .count() as u64;
     node.dying_cgroups = dying(&node, &cgroups, mode);
-    // Names from `/var/log/pods` (by pod UID), then `/var/log/containers` (by container ID).
-    cgroups
-        .par_iter_mut()
-        .filter_map(|c| c.k8s.as_mut())
-        .for_each(|id| {
-            let pod = pods
-                .as_ref()
-                .zip(id.pod_uid.as_ref())
-                .and_then(|(p, u)| p.get(u));
-            if let Some((ns, pod, containers)) = pod {
-                id.namespace = Some(ns.clone());
-                id.pod = Some(pod.clone());
-                if id.level == "container" && containers.len() == 1 {
-                    id.container = Some(containers[0].clone());
-                }
-            }
-            let named = names
-                .as_ref()
-                .zip(id.container_id.as_ref())
-                .and_then(|(n, c)| n.get(c));
-            if let Some((ns, pod, container)) = named {
-                id.namespace.get_or_insert_with(|| ns.clone());
-                id.pod.get_or_insert_with(|| pod.clone());
-                id.container = Some(container.clone());
-            }
-        });
     crate::reader::cap_diagnostics(&mut diags);
     let mut oom_events = b
         .shared_file(bundle::OOM_FILE)
@@ -660,6 +624,7 @@ fn read_cgroups(
     files: &Files,
     skeleton: &Tree<'_>,
     cpus: u64,
+    names: &k8s::Names,
     diag: &mut impl FnMut(Level, &str, String),
 ) -> Vec<Cgroup> {
     // Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000 of them
@@ -677,7 +642,11 @@ fn read_cgroups(
                     version: *version,
                     parent: *parent,
                 };
-                (read_cgroup(&at, d, cpus), notes)
+                let mut c = read_cgroup(&at, d, cpus);
+                if let Some(id) = &mut c.k8s {
+                    names.name(id);
+                }
+                (c, notes)
             },
         )
         .unzip();
