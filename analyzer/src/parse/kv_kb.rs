@@ -295,4 +295,24 @@ mod tests {
             assert_eq!((seen, bad), reference(text), "{text:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// The one-pass reading of usual lines agrees with the plain reading on any line
+        /// built from the characters that matter to either.
+        #[test]
+        fn quick_lines_read_as_the_plain_reading_reads_them(
+            text in "(([a-zA-Z_]{0,4}|[ \t]):?[ \t]{0,3}[0-9]{0,21}( {0,2}|\t)(kB|k|B|x|kBx|kB0)?[ \t\r]?\n?){0,6}"
+        ) {
+            let mut seen = Vec::new();
+            let bad = each(&text, |k, v| {
+                let v = match v {
+                    Value::Number(n) => format!("{n}"),
+                    Value::Text(t) => format!("text {t}"),
+                };
+                seen.push((k.to_string(), v))
+            });
+            proptest::prop_assert_eq!((seen, bad), reference(&text));
+        }
+    }
 }
