@@ -200,6 +200,26 @@ impl RuleStats {
         s.bytes += f.bytes.unwrap_or(0);
     }
 
+    /// Adds the statistics of the bundles after these (one bundle's, in a batch), as if their
+    /// lines had been added here one by one.
+    pub fn merge(&mut self, later: RuleStats) {
+        for (rule, l) in later.0 {
+            let s = self.0.entry(rule).or_default();
+            s.rule = l.rule;
+            s.title = l.title;
+            s.severity = s.severity.max(l.severity);
+            for bundle in l.bundles {
+                if s.bundles.insert(bundle.clone()) && s.pages.len() < 20 {
+                    if let Some(p) = l.pages.get(&bundle) {
+                        s.pages.insert(bundle, p.clone());
+                    }
+                }
+            }
+            s.subjects += l.subjects;
+            s.bytes += l.bytes;
+        }
+    }
+
     /// Most severe first, then by how many bundles.
     pub fn sorted(self) -> Vec<RuleStat> {
         let mut v: Vec<RuleStat> = self.0.into_values().collect();
@@ -252,26 +272,33 @@ pub fn run(
     let chunk = (rayon::current_num_threads() * 2).max(2);
     let jobs: Vec<(&Input, &String)> = inputs.iter().zip(&names).collect();
     for batch in jobs.chunks(chunk) {
-        let done: Vec<(BundleLine, Vec<FindingLine>)> = batch
+        // Each bundle's finding lines are serialized and counted on the worker that analyzed
+        // it; here they are only written and merged, in input order.
+        let done: Vec<(BundleLine, Vec<u8>, RuleStats)> = batch
             .par_iter()
             .map(|(input, page)| {
-                let r = one(input, page, o);
+                let (row, lines) = one(input, page, o);
+                let mut stats = RuleStats::default();
+                let mut json = Vec::with_capacity(lines.len() * 800);
+                for l in &lines {
+                    stats.add(l);
+                    // Writing to memory: serializing these types cannot fail.
+                    let _ = serde_json::to_writer(&mut json, l);
+                    json.push(b'\n');
+                }
                 progress.inc(1);
-                r
+                (row, json, stats)
             })
             .collect();
-        for (row, lines) in done {
+        for (row, json, bundle_stats) in done {
             outcome.bundles += 1;
             if let Some(e) = &row.error {
                 outcome.failed += 1;
                 progress.suspend(|| eprintln!("memgap: error: {e}"));
             }
             outcome.worst = outcome.worst.max(row.worst);
-            for l in &lines {
-                stats.add(l);
-                serde_json::to_writer(&mut findings_out, l)?;
-                findings_out.write_all(b"\n")?;
-            }
+            findings_out.write_all(&json)?;
+            stats.merge(bundle_stats);
             serde_json::to_writer(&mut bundles_out, &row)?;
             bundles_out.write_all(b"\n")?;
             rows.push(row);
@@ -327,9 +354,13 @@ fn page_names(inputs: &[Input]) -> Vec<String> {
 /// bundle) becomes that bundle's error row, not the end of the batch.
 fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<FindingLine>) {
     let run = || -> Result<(BundleLine, Vec<FindingLine>), String> {
-        let b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
-        let mut a = Analysis::of(&b, o.rules);
+        let mut b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
+        // The entries (for a page's appendix) are moved, not copied: one path per tar entry,
+        // 7,000 for a 5,000-cgroup node.
+        let entries = std::mem::take(&mut b.entries);
+        let mut a = Analysis::of_model(crate::model::build(&b), o.rules);
         drop(b);
+        a.entries = entries;
         a.findings.retain(|f| f.severity >= o.min_severity);
         if !o.pages {
             return Ok(summarize(&input.name, None, &a));
@@ -553,6 +584,49 @@ pub fn merge(shards: &[PathBuf], out: &Path, t: &Templates) -> anyhow::Result<Ou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_bundle_statistics_equal_lines_added_one_by_one() {
+        let line = |bundle: usize, rule: usize, bytes: u64| FindingLine {
+            bundle: format!("b{bundle}"),
+            page: (bundle % 3 != 0).then(|| format!("bundles/b{bundle}.html")),
+            host: String::new(),
+            collected_at: String::new(),
+            rule: format!("rule-{rule}"),
+            title: format!("title {rule} in b{bundle}"),
+            cause: String::new(),
+            severity: [Severity::Info, Severity::Warning, Severity::Critical][(bundle + rule) % 3],
+            scope: "cgroup".into(),
+            subject: String::new(),
+            cgroup: None,
+            namespace: None,
+            pod: None,
+            container: None,
+            qos: None,
+            bytes: Some(bytes),
+            rank: 1,
+            summary: String::new(),
+            evidence: Default::default(),
+        };
+        let bundles: Vec<Vec<FindingLine>> = (0..40)
+            .map(|b| {
+                (0..(b % 7))
+                    .map(|i| line(b, (b * i) % 5, (b * 1000 + i) as u64))
+                    .collect()
+            })
+            .collect();
+        let (mut one_by_one, mut merged) = (RuleStats::default(), RuleStats::default());
+        for lines in &bundles {
+            let mut partial = RuleStats::default();
+            for l in lines {
+                one_by_one.add(l);
+                partial.add(l);
+            }
+            merged.merge(partial);
+        }
+        let show = |s: RuleStats| format!("{:?}", s.sorted());
+        assert_eq!(show(merged), show(one_by_one));
+    }
 
     #[test]
     fn shards_partition_the_inputs() {
