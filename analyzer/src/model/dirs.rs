@@ -66,8 +66,7 @@ pub(super) fn cgroup<'a>(
         }
         parsed
     };
-    let value = |t: &[u8]| limit::value(&parse::text(t));
-    let lim = |t: &[u8]| limit::parse(&parse::text(t));
+    let (value, lim) = (limit::value_bytes, limit::parse_bytes);
     // Files come in the collector's order; a later file of the same name wins, as in
     // `DirView::get`. Notes about a file that is read again are dropped with it.
     let mut flats: [Option<&[u8]>; 5] = [None; 5];

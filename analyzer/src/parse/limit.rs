@@ -36,17 +36,44 @@ pub fn parse(text: &str) -> Option<Limit> {
     if t == "max" {
         return Some(Limit::Max);
     }
-    let v: u64 = t.parse().ok()?;
-    Some(if v >= V1_UNLIMITED_FLOOR {
+    t.parse().ok().map(of_value)
+}
+
+fn of_value(v: u64) -> Limit {
+    if v >= V1_UNLIMITED_FLOOR {
         Limit::Max
     } else {
         Limit::Bytes(v)
-    })
+    }
 }
 
 /// Parses a single unsigned value (`memory.current`, `memory.usage_in_bytes`, ...).
 pub fn value(text: &str) -> Option<u64> {
     text.trim().parse().ok()
+}
+
+/// [`parse`] of a file's bytes.
+pub fn parse_bytes(t: &[u8]) -> Option<Limit> {
+    match number_line(t) {
+        Some(v) => Some(of_value(v)),
+        None => parse(&super::text(t)),
+    }
+}
+
+/// [`value`] of a file's bytes.
+pub fn value_bytes(t: &[u8]) -> Option<u64> {
+    number_line(t).or_else(|| value(&super::text(t)))
+}
+
+/// The kernel's way of writing one number, `DIGITS\n`, read without decoding the text: 5,000
+/// cgroups have ~40,000 such files. `None` for anything else (the callers then read it as
+/// text, which also decides what it is).
+fn number_line(t: &[u8]) -> Option<u64> {
+    let digits = t.strip_suffix(b"\n").unwrap_or(t);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    super::decimal(digits)
 }
 
 #[cfg(test)]
@@ -63,6 +90,34 @@ mod tests {
         assert_eq!(parse(amzn), Some(Limit::Bytes(2 << 30)));
         assert_eq!(parse("max\n"), Some(Limit::Max));
         assert_eq!(Limit::Max.min(Limit::Bytes(5)), Limit::Bytes(5));
+    }
+
+    #[test]
+    fn bytes_read_as_the_text_is() {
+        for t in [
+            "0\n",
+            "42",
+            "42\n",
+            "9223372036854771712\n",
+            "18446744073709551615\n",
+            "18446744073709551616\n",
+            "99999999999999999999\n",
+            "max\n",
+            "+5\n",
+            " 7 \n",
+            "7\n\n",
+            "",
+            "\n",
+            "-1\n",
+            "12 kB\n",
+            "\u{a0}9\n",
+            "1e3\n",
+            "0x10\n",
+        ] {
+            assert_eq!(parse_bytes(t.as_bytes()), parse(t), "{t:?}");
+            assert_eq!(value_bytes(t.as_bytes()), value(t), "{t:?}");
+        }
+        assert_eq!(value_bytes(b"\xff1\n"), None);
     }
 
     #[test]
