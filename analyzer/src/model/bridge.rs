@@ -373,27 +373,15 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
         } else {
             push(&mut parts, "kernel", i.kmem.unwrap_or(0));
         }
-        push(&mut overlaps, "file_dirty", s.h(K::total_dirty, K::dirty));
-        push(
-            &mut overlaps,
-            "file_writeback",
-            s.h(K::total_writeback, K::writeback),
-        );
-        push(
-            &mut overlaps,
-            "file_mapped",
-            s.h(K::total_mapped_file, K::mapped_file),
-        );
-        push(
-            &mut overlaps,
-            "unevictable",
-            s.h(K::total_unevictable, K::unevictable),
-        );
-        push(
-            &mut overlaps,
-            "anon_thp",
-            s.h(K::total_rss_huge, K::rss_huge),
-        );
+        for (key, total, own) in [
+            ("file_dirty", K::total_dirty, K::dirty),
+            ("file_writeback", K::total_writeback, K::writeback),
+            ("file_mapped", K::total_mapped_file, K::mapped_file),
+            ("unevictable", K::total_unevictable, K::unevictable),
+            ("anon_thp", K::total_rss_huge, K::rss_huge),
+        ] {
+            push(&mut overlaps, key, s.h(total, own));
+        }
         push(&mut beside, "sock", i.tcp.unwrap_or(0));
         push(&mut beside, "swap", s.h(K::total_swap, K::swap));
         (i.usage?, "memory.usage_in_bytes")
