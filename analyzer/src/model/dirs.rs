@@ -69,14 +69,14 @@ pub(super) fn cgroup<'a>(
     let (value, lim) = (limit::value_bytes, limit::parse_bytes);
     // Files come in the collector's order; a later file of the same name wins, as in
     // `DirView::get`. Notes about a file that is read again are dropped with it.
-    let mut flats: [Option<&[u8]>; 5] = [None; 5];
+    let mut flats: [Option<(&[u8], &[u8])>; 5] = [None; 5];
     for (name, t) in files {
         match name {
-            b"memory.stat" => flats[0] = Some(t),
-            b"memory.events" => flats[1] = Some(t),
-            b"memory.events.local" => flats[2] = Some(t),
-            b"memory.oom_control" => flats[3] = Some(t),
-            b"cgroup.stat" => flats[4] = Some(t),
+            b"memory.stat" => flats[0] = Some((name, t)),
+            b"memory.events" => flats[1] = Some((name, t)),
+            b"memory.events.local" => flats[2] = Some((name, t)),
+            b"memory.oom_control" => flats[3] = Some((name, t)),
+            b"cgroup.stat" => flats[4] = Some((name, t)),
             b"cgroup.procs" => {
                 c.pids = parse::text(t)
                     .lines()
@@ -99,19 +99,11 @@ pub(super) fn cgroup<'a>(
             _ => {}
         }
     }
-    let names: [&[u8]; 5] = [
-        b"memory.stat",
-        b"memory.events",
-        b"memory.events.local",
-        b"memory.oom_control",
-        b"cgroup.stat",
-    ];
     let mut notes = Notes::new();
-    let [stat, events, events_local, oom_control, cgroup_stat] =
-        std::array::from_fn(|i| match flats[i] {
-            Some(t) => flat_file(names[i], t, &mut notes),
-            None => Flat::default(),
-        });
+    let [stat, events, events_local, oom_control, cgroup_stat] = flats.map(|f| match f {
+        Some((name, t)) => flat_file(name, t, &mut notes),
+        None => Flat::default(),
+    });
     CgroupDir {
         stat,
         events,
