@@ -282,9 +282,13 @@ pub fn run(
                 let mut json = Vec::with_capacity(lines.len() * 800);
                 for l in &lines {
                     stats.add(l);
-                    // Writing to memory: serializing these types cannot fail.
-                    let _ = serde_json::to_writer(&mut json, l);
-                    json.push(b'\n');
+                    // Into memory, these types always serialize; were one not to, its line is
+                    // left out whole rather than cut.
+                    let start = json.len();
+                    match serde_json::to_writer(&mut json, l) {
+                        Ok(()) => json.push(b'\n'),
+                        Err(_) => json.truncate(start),
+                    }
                 }
                 progress.inc(1);
                 (row, json, stats)
