@@ -217,10 +217,18 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .map(|m| m.cgroup_mode)
         .unwrap_or_else(|| guess_mode(files));
     let mounts = hierarchies(m, mode);
-    // The tree's shape and the Kubernetes names are read while the processes are.
-    let ((mut processes, notes), ((tree, tree_notes), names)) = rayon::join(
+    // The cgroups' files and the Kubernetes names are read while the processes are: one pool
+    // of work for both threads instead of two phases that each end on one thread.
+    let ((mut processes, notes), ((tree, tree_notes), (dirs, names))) = rayon::join(
         || read_processes(files),
-        || rayon::join(|| skeleton(files, &mounts), || k8s::Names::read(files)),
+        || {
+            let (tree, notes) = skeleton(files, &mounts);
+            let read = rayon::join(
+                || read_cgroup_dirs(files, &tree),
+                || k8s::Names::read(files),
+            );
+            ((tree, notes), read)
+        },
     );
     for (l, f, msg) in notes {
         diag(l, &f, msg);
@@ -244,7 +252,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     for (l, f, msg) in tree_notes {
         diag(l, &f, msg);
     }
-    let mut cgroups = read_cgroups(files, &tree, cpus, &names, &mut diag);
+    let mut cgroups = read_cgroups(&tree, dirs, cpus, &names, &mut diag);
     attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups);
@@ -620,9 +628,19 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
 }
 
 /// Every cgroup of the tree, its files read in parallel.
+fn read_cgroup_dirs(files: &Files, skeleton: &Tree<'_>) -> Vec<dirs::CgroupDir> {
+    skeleton
+        .par_iter()
+        .map_init(flat::Layouts::default, |layouts, (dir, ..)| {
+            dirs::cgroup(dir, files.view(dir).iter(), layouts)
+        })
+        .collect()
+}
+
+/// Every cgroup of the tree, from its directory's files.
 fn read_cgroups(
-    files: &Files,
     skeleton: &Tree<'_>,
+    dirs: Vec<dirs::CgroupDir>,
     cpus: u64,
     names: &k8s::Names,
     diag: &mut impl FnMut(Level, &str, String),
@@ -631,24 +649,21 @@ fn read_cgroups(
     // through an intermediate vector showed in profiles.
     let (mut out, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
         .par_iter()
-        .map_init(
-            flat::Layouts::default,
-            |layouts, (dir, path, mount, version, parent)| {
-                let mut d = dirs::cgroup(dir, files.view(dir).iter(), layouts);
-                let notes = std::mem::take(&mut d.notes);
-                let at = Where {
-                    path,
-                    mount,
-                    version: *version,
-                    parent: *parent,
-                };
-                let mut c = read_cgroup(&at, d, cpus);
-                if let Some(id) = &mut c.k8s {
-                    names.name(id);
-                }
-                (c, notes)
-            },
-        )
+        .zip(dirs)
+        .map(|((_, path, mount, version, parent), mut d)| {
+            let notes = std::mem::take(&mut d.notes);
+            let at = Where {
+                path,
+                mount,
+                version: *version,
+                parent: *parent,
+            };
+            let mut c = read_cgroup(&at, d, cpus);
+            if let Some(id) = &mut c.k8s {
+                names.name(id);
+            }
+            (c, notes)
+        })
         .unzip();
     for (l, f, msg) in notes.into_iter().flatten() {
         diag(l, &f, msg);
