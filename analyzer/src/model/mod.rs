@@ -839,33 +839,73 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
+    // Each process counts in its cgroup and every ancestor: summed bottom-up (a parent comes
+    // before its children), in a compact array, then stored once per cgroup.
+    let mut sums = vec![ProcSum::default(); cgroups.len()];
+    let mut tops: Vec<Option<usize>> = vec![None; cgroups.len()];
+    let anon = |j: usize| procs[j].0.rss_anon.unwrap_or(0);
+    // The process with the most anonymous memory; the first one listed among equals.
+    let better = |a: Option<usize>, b: Option<usize>| match (a, b) {
+        (Some(x), Some(y)) if anon(y) > anon(x) || (anon(y) == anon(x) && y < x) => b,
+        (None, _) => b,
+        _ => a,
+    };
     for (pi, (p, _, _)) in procs.iter().enumerate() {
-        let mut at = p.cgroup_index;
-        while let Some(i) = at {
-            let top = cgroups[i].top_process;
-            let anon = |j: usize| procs[j].0.rss_anon.unwrap_or(0);
-            if top.is_none_or(|t| anon(pi) > anon(t)) {
-                cgroups[i].top_process = Some(pi);
-            }
-            let s = &mut cgroups[i].procs;
-            s.count += 1;
-            let add = |x: &mut u64, v: Option<u64>| *x += v.unwrap_or(0);
-            add(&mut s.rss, p.rss);
-            add(&mut s.rss_anon, p.rss_anon);
-            add(&mut s.rss_file, p.rss_file);
-            add(&mut s.rss_shmem, p.rss_shmem);
-            add(&mut s.pss, p.pss);
-            add(&mut s.pss_anon, p.pss_anon);
-            add(&mut s.pss_file, p.pss_file);
-            add(&mut s.pss_shmem, p.pss_shmem);
-            add(&mut s.swap, p.swap);
-            add(&mut s.locked, p.locked);
-            add(&mut s.lazyfree, p.lazyfree);
-            add(&mut s.anon_huge, p.anon_huge);
-            add(&mut s.threads, p.threads);
-            add(&mut s.pagetables, p.pagetables);
-            at = cgroups[i].parent;
+        if let Some(i) = p.cgroup_index {
+            sums[i].add(p);
+            tops[i] = better(tops[i], Some(pi));
         }
+    }
+    for i in (0..cgroups.len()).rev() {
+        if let Some(parent) = cgroups[i].parent {
+            let child = std::mem::take(&mut sums[i]);
+            sums[parent].merge(&child);
+            sums[i] = child;
+            tops[parent] = better(tops[parent], tops[i]);
+        }
+    }
+    for ((c, sum), top) in cgroups.iter_mut().zip(sums).zip(tops) {
+        c.procs = sum;
+        c.top_process = top;
+    }
+}
+
+impl ProcSum {
+    fn add(&mut self, p: &Process) {
+        let add = |x: &mut u64, v: Option<u64>| *x += v.unwrap_or(0);
+        self.count += 1;
+        add(&mut self.rss, p.rss);
+        add(&mut self.rss_anon, p.rss_anon);
+        add(&mut self.rss_file, p.rss_file);
+        add(&mut self.rss_shmem, p.rss_shmem);
+        add(&mut self.pss, p.pss);
+        add(&mut self.pss_anon, p.pss_anon);
+        add(&mut self.pss_file, p.pss_file);
+        add(&mut self.pss_shmem, p.pss_shmem);
+        add(&mut self.swap, p.swap);
+        add(&mut self.locked, p.locked);
+        add(&mut self.lazyfree, p.lazyfree);
+        add(&mut self.anon_huge, p.anon_huge);
+        add(&mut self.threads, p.threads);
+        add(&mut self.pagetables, p.pagetables);
+    }
+
+    fn merge(&mut self, o: &ProcSum) {
+        self.count += o.count;
+        self.rss += o.rss;
+        self.rss_anon += o.rss_anon;
+        self.rss_file += o.rss_file;
+        self.rss_shmem += o.rss_shmem;
+        self.pss += o.pss;
+        self.pss_anon += o.pss_anon;
+        self.pss_file += o.pss_file;
+        self.pss_shmem += o.pss_shmem;
+        self.swap += o.swap;
+        self.locked += o.locked;
+        self.lazyfree += o.lazyfree;
+        self.anon_huge += o.anon_huge;
+        self.threads += o.threads;
+        self.pagetables += o.pagetables;
     }
 }
 
