@@ -46,6 +46,45 @@ fn synthetic_v1_node_every_identity_holds() {
     let root = &m.cgroups[0];
     assert_eq!(root.path, "/");
     assert_eq!(root.procs.count, 30, "all processes sum up to the root");
+    // Every cgroup's sums and top process against the plain reading: each process counts in
+    // its cgroup and every ancestor; the top one has the most anonymous memory, the first
+    // listed among equals.
+    for (i, c) in m.cgroups.iter().enumerate() {
+        let inside = |p: &model::Process| {
+            let mut at = p.cgroup_index;
+            while let Some(j) = at {
+                if j == i {
+                    return true;
+                }
+                at = m.cgroups[j].parent;
+            }
+            false
+        };
+        let mine: Vec<(usize, &model::Process)> = m
+            .processes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| inside(p))
+            .collect();
+        assert_eq!(c.procs.count, mine.len() as u64, "{}", c.path);
+        let sum = |f: fn(&model::Process) -> Option<u64>| {
+            mine.iter().map(|(_, p)| f(p).unwrap_or(0)).sum::<u64>()
+        };
+        assert_eq!(c.procs.rss, sum(|p| p.rss), "{}", c.path);
+        assert_eq!(c.procs.pss_anon, sum(|p| p.pss_anon), "{}", c.path);
+        assert_eq!(c.procs.threads, sum(|p| p.threads), "{}", c.path);
+        let top = mine
+            .iter()
+            .fold(None::<(usize, u64)>, |best, (j, p)| {
+                let a = p.rss_anon.unwrap_or(0);
+                match best {
+                    Some((_, b)) if b >= a => best,
+                    _ => Some((*j, a)),
+                }
+            })
+            .map(|(j, _)| j);
+        assert_eq!(c.top_process, top, "{}", c.path);
+    }
     assert_eq!(m.node.dying_cgroups, Some(0));
     assert!(m.node.thp_enabled.as_deref() == Some("madvise"));
 }

@@ -839,12 +839,25 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
-    // Each process counts in its cgroup and every ancestor: summed bottom-up (a parent comes
-    // before its children), in a compact array, then stored once per cgroup.
-    let mut sums = vec![ProcSum::default(); cgroups.len()];
-    let mut tops: Vec<Option<usize>> = vec![None; cgroups.len()];
+    let parents: Vec<Option<usize>> = cgroups.iter().map(|c| c.parent).collect();
+    let (sums, tops) = subtree_sums(&parents, procs);
+    for ((c, sum), top) in cgroups.iter_mut().zip(sums).zip(tops) {
+        c.procs = sum;
+        c.top_process = top;
+    }
+}
+
+/// Each cgroup's process sums and top process (the most anonymous memory; the first listed
+/// among equals), counting every process in its cgroup and every ancestor. Summed bottom-up
+/// (a parent comes before its children), in compact arrays: walking up from each process
+/// touched a ~1 KiB cgroup per level.
+fn subtree_sums(
+    parents: &[Option<usize>],
+    procs: &[RawProcess],
+) -> (Vec<ProcSum>, Vec<Option<usize>>) {
+    let mut sums = vec![ProcSum::default(); parents.len()];
+    let mut tops: Vec<Option<usize>> = vec![None; parents.len()];
     let anon = |j: usize| procs[j].0.rss_anon.unwrap_or(0);
-    // The process with the most anonymous memory; the first one listed among equals.
     let better = |a: Option<usize>, b: Option<usize>| match (a, b) {
         (Some(x), Some(y)) if anon(y) > anon(x) || (anon(y) == anon(x) && y < x) => b,
         (None, _) => b,
@@ -856,18 +869,15 @@ fn attach_processes(
             tops[i] = better(tops[i], Some(pi));
         }
     }
-    for i in (0..cgroups.len()).rev() {
-        if let Some(parent) = cgroups[i].parent {
+    for i in (0..parents.len()).rev() {
+        if let Some(parent) = parents[i] {
             let child = std::mem::take(&mut sums[i]);
             sums[parent].merge(&child);
             sums[i] = child;
             tops[parent] = better(tops[parent], tops[i]);
         }
     }
-    for ((c, sum), top) in cgroups.iter_mut().zip(sums).zip(tops) {
-        c.procs = sum;
-        c.top_process = top;
-    }
+    (sums, tops)
 }
 
 impl ProcSum {
@@ -968,6 +978,35 @@ fn dying(node: &Node, cgroups: &[Cgroup], mode: CgroupMode) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_count_each_process_in_every_ancestor_and_ties_go_to_the_first() {
+        // 0 <- 1 <- 3, 0 <- 2
+        let parents = [None, Some(0), Some(0), Some(1)];
+        let proc = |cgroup: Option<usize>, anon: u64| {
+            let p = Process {
+                cgroup_index: cgroup,
+                rss: Some(anon + 1),
+                rss_anon: Some(anon),
+                ..Process::default()
+            };
+            (p, None, Default::default())
+        };
+        let procs = [
+            proc(Some(3), 5),
+            proc(Some(2), 7),
+            proc(Some(1), 7),
+            proc(None, 100),
+            proc(Some(3), 7),
+        ];
+        let (sums, tops) = subtree_sums(&parents, &procs);
+        let counts: Vec<u64> = sums.iter().map(|s| s.count).collect();
+        assert_eq!(counts, [4, 3, 1, 2]);
+        assert_eq!(sums[0].rss, 6 + 8 + 8 + 8);
+        assert_eq!(sums[1].rss_anon, 5 + 7 + 7);
+        // Ties at 7: the first listed process wins wherever both count.
+        assert_eq!(tops, [Some(1), Some(2), Some(1), Some(4)]);
+    }
 
     #[test]
     fn kernel_versions() {
