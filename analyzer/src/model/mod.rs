@@ -604,9 +604,12 @@ type Tree<'f> = Vec<(&'f str, &'f str, &'f str, u8, Option<usize>)>;
 fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Notes) {
     let (mut tree, mut notes) = (Tree::new(), Notes::new());
     for (mount, version) in mounts {
+        let dirs = files.dirs_under(mount);
+        tree.reserve(dirs.len());
         // Bundle directory -> its cgroup's index.
-        let mut index: FastMap<&str, usize> = FastMap::default();
-        for dir in files.dirs_under(mount) {
+        let mut index: FastMap<&str, usize> =
+            FastMap::with_capacity_and_hasher(dirs.len(), Default::default());
+        for dir in dirs {
             let rel = &dir[mount.len()..];
             let path = if rel.is_empty() { "/" } else { rel };
             let parent = match dir.rsplit_once('/') {
