@@ -42,17 +42,16 @@ fn qos_of(s: &str) -> Option<&'static str> {
 
 /// The identity of a cgroup path, or `None` outside `kubepods`.
 pub fn identify(path: &str) -> Option<K8s> {
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let start = comps
-        .iter()
-        .position(|c| *c == "kubepods" || *c == "kubepods.slice")?;
-    let rest = &comps[start + 1..];
+    let mut comps = path.split('/').filter(|c| !c.is_empty());
+    comps.find(|c| *c == "kubepods" || *c == "kubepods.slice")?;
+    // At most QoS, pod and container follow.
+    let rest = [comps.next(), comps.next(), comps.next()];
     let mut id = K8s {
         level: "kubepods",
         ..Default::default()
     };
     let mut i = 0;
-    if let Some(c) = rest.first() {
+    if let Some(c) = rest[0] {
         let q = c
             .strip_prefix("kubepods-")
             .and_then(|c| c.strip_suffix(".slice"))
@@ -63,7 +62,7 @@ pub fn identify(path: &str) -> Option<K8s> {
             i = 1;
         }
     }
-    let Some(pod) = rest.get(i) else {
+    let Some(pod) = rest[i] else {
         return Some(id);
     };
     let uid = if let Some(u) = pod.strip_prefix("pod") {
@@ -80,7 +79,7 @@ pub fn identify(path: &str) -> Option<K8s> {
     }
     id.pod_uid = Some(uid);
     id.level = "pod";
-    if let Some(c) = rest.get(i + 1) {
+    if let Some(c) = rest[i + 1] {
         id.level = "container";
         let c = c.strip_suffix(".scope").unwrap_or(c);
         match c.rsplit_once('-') {
@@ -94,8 +93,6 @@ pub fn identify(path: &str) -> Option<K8s> {
     Some(id)
 }
 
-/// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
-/// (namespace, pod, container names).
 /// The names a bundle holds for pods (from `/var/log/pods`, by pod UID) and containers (from
 /// `/var/log/containers`, by container ID).
 #[derive(Debug, Default)]
@@ -149,6 +146,8 @@ impl Names {
     }
 }
 
+/// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
+/// (namespace, pod, container names).
 pub fn pod_names(text: &str) -> PodNames {
     let mut out = PodNames::default();
     for line in text.lines() {
