@@ -91,9 +91,11 @@ fn quick(b: &[u8], start: usize) -> Option<(usize, u64, usize)> {
                 at += 1;
             }
             let unit_end = at + 2;
-            let end_ok = matches!(b.get(unit_end), None | Some(b'\n'));
-            (b.get(at..unit_end) == Some(b"kB") && end_ok)
-                .then(|| Some((key_end, n.checked_mul(1024)?, unit_end)))?
+            if b.get(at..unit_end) != Some(b"kB") || !matches!(b.get(unit_end), None | Some(b'\n'))
+            {
+                return None;
+            }
+            Some((key_end, n.checked_mul(1024)?, unit_end))
         }
         _ => None,
     }
