@@ -392,10 +392,13 @@ impl Reading {
             None => self.last = Some(path.clone()),
         }
         let rel = if has_top {
-            match path.split_once('/') {
-                Some((_, r)) => r.to_string(),
+            // The top folder's name dropped in place.
+            let mut path = path;
+            match path.find('/') {
+                Some(i) => drop(path.drain(..=i)),
                 None => return,
             }
+            path
         } else {
             path
         };
@@ -875,13 +878,16 @@ fn read_tar(stream: Stream, source: &str, limits: &Limits) -> Result<Reading, Bu
             );
             continue;
         }
-        let Some(clean) = safe_path(&path) else {
-            raw.note(
-                Level::Warning,
-                Some(path),
-                "refused: absolute path or `..` component".into(),
-            );
-            continue;
+        let clean = match safe_path(path) {
+            Ok(clean) => clean,
+            Err(path) => {
+                raw.note(
+                    Level::Warning,
+                    Some(path),
+                    "refused: absolute path or `..` component".into(),
+                );
+                continue;
+            }
         };
         let size = entry.size();
         if size > limits.max_entry_bytes {
@@ -989,25 +995,27 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Reading, Bundle
 }
 
 /// A relative, normalized path, or `None` for absolute paths and `..`.
-fn safe_path(p: &str) -> Option<String> {
+/// The path without empty and `.` components; the path itself back if it is absolute or has a
+/// `..` component (refused).
+fn safe_path(p: String) -> Result<String, String> {
     if p.starts_with('/') || p.contains('\0') {
-        return None;
+        return Err(p);
     }
     // Usually clean already (no empty, `.` or `..` component): kept as it is.
     if p.as_bytes()
         .split(|&b| b == b'/')
         .all(|c| !matches!(c, b"" | b"." | b".."))
     {
-        return Some(p.to_string());
+        return Ok(p);
     }
     let parts: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
     if parts.is_empty() || parts.contains(&"..") {
-        return None;
+        return Err(p);
     }
-    Some(parts.join("/"))
+    Ok(parts.join("/"))
 }
 
 /// Top-level names a bundle's content starts with, when it has no top folder.
@@ -1057,9 +1065,12 @@ mod tests {
 
     #[test]
     fn safe_paths() {
-        assert_eq!(safe_path("a/./b//c").as_deref(), Some("a/b/c"));
-        assert_eq!(safe_path("/etc/passwd"), None);
-        assert_eq!(safe_path("a/../../x"), None);
-        assert_eq!(safe_path(""), None);
+        let safe = |p: &str| safe_path(p.to_string()).ok();
+        assert_eq!(safe("a/./b//c").as_deref(), Some("a/b/c"));
+        assert_eq!(safe("proc/meminfo").as_deref(), Some("proc/meminfo"));
+        assert_eq!(safe("/etc/passwd"), None);
+        assert_eq!(safe("a/../../x"), None);
+        assert_eq!(safe(""), None);
+        assert_eq!(safe_path("/x".into()), Err("/x".to_string()));
     }
 }
