@@ -358,13 +358,8 @@ fn page_names(inputs: &[Input]) -> Vec<String> {
 /// bundle) becomes that bundle's error row, not the end of the batch.
 fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<FindingLine>) {
     let run = || -> Result<(BundleLine, Vec<FindingLine>), String> {
-        let mut b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
-        // The entries (for a page's appendix) are moved, not copied: one path per tar entry,
-        // 7,000 for a 5,000-cgroup node.
-        let entries = std::mem::take(&mut b.entries);
-        let mut a = Analysis::of_model(crate::model::build(&b), o.rules);
-        drop(b);
-        a.entries = entries;
+        let b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
+        let mut a = Analysis::of(b, o.rules);
         a.findings.retain(|f| f.severity >= o.min_severity);
         if !o.pages {
             return Ok(summarize(&input.name, None, &a));

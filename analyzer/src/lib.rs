@@ -43,10 +43,15 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// Builds the model of the bundle's latest snapshot and applies the rules.
-    pub fn of(b: &reader::Bundle, rules: &rules::RuleSet) -> Analysis {
-        let mut a = Self::of_model(model::build(b), rules);
-        a.entries = b.entries.clone();
+    /// Builds the model of the bundle's latest snapshot and applies the rules. The bundle is
+    /// taken whole: its entry list is kept for the report's appendix without a copy, and its
+    /// bytes are freed before the rules run.
+    pub fn of(mut b: reader::Bundle, rules: &rules::RuleSet) -> Analysis {
+        let entries = std::mem::take(&mut b.entries);
+        let model = model::build(&b);
+        drop(b);
+        let mut a = Self::of_model(model, rules);
+        a.entries = entries;
         a
     }
 
@@ -75,7 +80,7 @@ impl Analysis {
 /// Reads one bundle and analyzes its latest snapshot with the given rules.
 pub fn analyze(path: &Path, rules: &rules::RuleSet) -> Result<Analysis, reader::BundleError> {
     let b = reader::read(path, &reader::Limits::default())?;
-    Ok(Analysis::of(&b, rules))
+    Ok(Analysis::of(b, rules))
 }
 
 /// The JSON document of one analysis (`docs/json-schema.md`).

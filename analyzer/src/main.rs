@@ -278,7 +278,7 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     for input in &inputs {
         match reader::read(&input.path, &reader::Limits::default()) {
             Ok(b) => {
-                let mut x = Analysis::of(&b, &rules);
+                let mut x = Analysis::of(b, &rules);
                 x.findings.retain(|f| f.severity >= a.min_severity);
                 analyses.push(x);
             }
@@ -315,7 +315,7 @@ fn diff_cmd(a: DiffArgs) -> anyhow::Result<ExitCode> {
     let rules = a.rules.load()?;
     let load = |p: &PathBuf| -> anyhow::Result<Analysis> {
         let b = reader::read(p, &reader::Limits::default())?;
-        Ok(Analysis::of(&b, &rules))
+        Ok(Analysis::of(b, &rules))
     };
     let (old, new) = (load(&a.old)?, load(&a.new)?);
     let d = memgap_analyzer::diff::diff(&old, &new);

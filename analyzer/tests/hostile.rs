@@ -238,7 +238,7 @@ fn process_in_a_cgroup_that_does_not_exist() {
 /// The whole pipeline on a bundle: model, rules, and every output; none may panic.
 fn everything(gz: &[u8], name: &str) -> memgap_analyzer::Analysis {
     let b = reader::read_from(gz, name, &Limits::default()).unwrap();
-    let a = memgap_analyzer::Analysis::of(&b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
+    let a = memgap_analyzer::Analysis::of(b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
     memgap_analyzer::html::Templates::builtin()
         .unwrap()
         .report(&a)
@@ -410,7 +410,7 @@ fn every_hostile_bundle_survives_the_whole_pipeline() {
         b[at] ^= 0x5a;
         if let Ok(bundle) = reader::read_from(&b[..], "flip.tar.gz", &Limits::default()) {
             let a = memgap_analyzer::Analysis::of(
-                &bundle,
+                bundle,
                 &memgap_analyzer::rules::RuleSet::builtin().unwrap(),
             );
             memgap_analyzer::html::Templates::builtin()

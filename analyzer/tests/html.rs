@@ -21,7 +21,7 @@ fn page(a: &Analysis) -> String {
 
 fn analyze_dir(d: &Path) -> Analysis {
     let b = reader::read(d, &Limits::default()).unwrap();
-    Analysis::of(&b, &RuleSet::builtin().unwrap())
+    Analysis::of(b, &RuleSet::builtin().unwrap())
 }
 
 /// The page's text with the temporary directory's name replaced, for snapshots.
@@ -72,7 +72,7 @@ fn every_sample_bundle_renders() {
             p.to_string_lossy().ends_with(".tar.gz") || p.join("manifest.json").exists();
         if is_bundle {
             let b = reader::read(&p, &Limits::default()).unwrap();
-            let a = Analysis::of(&b, &RuleSet::builtin().unwrap());
+            let a = Analysis::of(b, &RuleSet::builtin().unwrap());
             Templates::builtin()
                 .unwrap()
                 .report(&a)

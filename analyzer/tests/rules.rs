@@ -68,7 +68,7 @@ fn the_catalogue_covers_every_cause() {
 fn real_v1_files_name_the_left_behind_shared_memory() {
     let d = real_v1_dir();
     let b = reader::read(d.path(), &Limits::default()).unwrap();
-    let a = Analysis::of(&b, &builtin());
+    let a = Analysis::of(b, &builtin());
     let rule_problems: Vec<_> = a
         .diagnostics
         .iter()
@@ -221,7 +221,7 @@ cg = { stat = { no_such_key = 0 } }
     std::fs::write(dir.path().join("broken.toml"), broken).unwrap();
     let set = RuleSet::with_dir(dir.path()).unwrap();
     let d = real_v1_dir();
-    let a = Analysis::of(&reader::read(d.path(), &Limits::default()).unwrap(), &set);
+    let a = Analysis::of(reader::read(d.path(), &Limits::default()).unwrap(), &set);
     let diag = a
         .diagnostics
         .iter()
@@ -240,7 +240,7 @@ cg = { stat = { no_such_key = 0 } }
 fn severity_filters() {
     let d = real_v1_dir();
     let a = Analysis::of(
-        &reader::read(d.path(), &Limits::default()).unwrap(),
+        reader::read(d.path(), &Limits::default()).unwrap(),
         &builtin(),
     );
     let warn: Vec<_> = rules::engine::at_least(&a.findings, Severity::Warning).collect();

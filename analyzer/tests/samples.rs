@@ -45,7 +45,7 @@ fn every_sample_gives_its_expected_diagnosis() {
     let mut failures = Vec::new();
     for (bundle, exp) in &pairs {
         let b = reader::read(bundle, &Limits::default()).unwrap();
-        let a = Analysis::of(&b, &rules);
+        let a = Analysis::of(b, &rules);
         if let Err(e) = exp.check(&a) {
             failures.push(format!("{}: {e}", bundle.display()));
         }

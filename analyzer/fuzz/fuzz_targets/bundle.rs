@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(b) = reader::read_from(data, "fuzz.tar.gz", &limits) {
         let rules = RULES.get_or_init(|| RuleSet::builtin().expect("rules"));
-        let a = Analysis::of(&b, rules);
+        let a = Analysis::of(b, rules);
         let t = TEMPLATES.get_or_init(|| Templates::builtin().expect("templates"));
         let _ = t.report(&a).expect("a report renders for every bundle");
     }

@@ -145,7 +145,7 @@ pub fn hostile_analysis() -> memgap_analyzer::Analysis {
         &memgap_analyzer::reader::Limits::default(),
     )
     .unwrap();
-    let a = memgap_analyzer::Analysis::of(&b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
+    let a = memgap_analyzer::Analysis::of(b, &memgap_analyzer::rules::RuleSet::builtin().unwrap());
     assert!(
         a.findings
             .iter()

@@ -620,7 +620,7 @@ fn run(only: &[String], output: Option<PathBuf>, require: bool) -> anyhow::Resul
         match result {
             Ok(exp) => {
                 let b = reader::read(&bundle, &reader::Limits::default())?;
-                let a = Analysis::of(&b, &rules);
+                let a = Analysis::of(b, &rules);
                 std::fs::write(
                     out.join(format!("{}-{name}.expect.toml", host.label())),
                     toml::to_string(&exp)?,
