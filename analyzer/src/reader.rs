@@ -165,14 +165,24 @@ impl Files {
 
     /// Directories at or below `prefix`, sorted.
     pub fn dirs_under(&self, prefix: &str) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .dirs
-            .keys()
-            .map(String::as_str)
-            .filter(|d| *d == prefix || d.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')))
-            .collect();
+        let mut v: Vec<&str> = self.walk_under(prefix).collect();
         v.sort_unstable();
         v
+    }
+
+    /// Whether any directory is at or below `prefix`.
+    pub fn has_dir_under(&self, prefix: &str) -> bool {
+        self.walk_under(prefix).next().is_some()
+    }
+
+    /// Directories at or below `prefix`, in bundle order.
+    fn walk_under<'s, 'p>(
+        &'s self,
+        prefix: &'p str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'p> {
+        self.dirs.keys().map(String::as_str).filter(move |d| {
+            *d == prefix || d.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+        })
     }
 
     pub fn is_empty(&self) -> bool {

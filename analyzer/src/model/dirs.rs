@@ -115,30 +115,42 @@ pub(super) fn cgroup<'a>(
     }
 }
 
+/// Where a process keeps one of its numbers.
+type Field = fn(&mut Process) -> &mut Option<u64>;
+
 impl Process {
-    /// Keeps a value of `status` or `smaps_rollup` (bytes, or a count) if the model uses it.
-    fn set_number(&mut self, key: &str, n: u64) {
-        let field = match key {
-            "Threads" => &mut self.threads,
-            "VmRSS" => &mut self.rss,
-            "RssAnon" => &mut self.rss_anon,
-            "RssFile" => &mut self.rss_file,
-            "RssShmem" => &mut self.rss_shmem,
-            "VmSwap" => &mut self.swap,
-            "VmLck" => &mut self.locked,
-            "VmHWM" => &mut self.hwm,
-            "VmPTE" => &mut self.pagetables,
-            "Pss" => &mut self.pss,
-            "Pss_Anon" => &mut self.pss_anon,
-            "Pss_File" => &mut self.pss_file,
-            "Pss_Shmem" => &mut self.pss_shmem,
-            "LazyFree" => &mut self.lazyfree,
-            "AnonHugePages" => &mut self.anon_huge,
-            _ => return,
+    /// The field of a `status` or `smaps_rollup` value (bytes, or a count) the model uses.
+    fn number_field(key: &str) -> Option<Field> {
+        let field: Field = match key {
+            "Threads" => |p| &mut p.threads,
+            "VmRSS" => |p| &mut p.rss,
+            "RssAnon" => |p| &mut p.rss_anon,
+            "RssFile" => |p| &mut p.rss_file,
+            "RssShmem" => |p| &mut p.rss_shmem,
+            "VmSwap" => |p| &mut p.swap,
+            "VmLck" => |p| &mut p.locked,
+            "VmHWM" => |p| &mut p.hwm,
+            "VmPTE" => |p| &mut p.pagetables,
+            "Pss" => |p| &mut p.pss,
+            "Pss_Anon" => |p| &mut p.pss_anon,
+            "Pss_File" => |p| &mut p.pss_file,
+            "Pss_Shmem" => |p| &mut p.pss_shmem,
+            "LazyFree" => |p| &mut p.lazyfree,
+            "AnonHugePages" => |p| &mut p.anon_huge,
+            _ => return None,
         };
-        *field = Some(n);
+        Some(field)
+    }
+
+    fn set_number(&mut self, key: &str, n: u64) {
+        if let Some(field) = Process::number_field(key) {
+            *field(self) = Some(n);
+        }
     }
 }
+
+/// The text values of `status` the model uses.
+const STATUS_TEXT: [&str; 3] = ["Name", "State", "Cpus_allowed_list"];
 
 pub(super) fn process<'a>(
     dir: &str,
@@ -187,7 +199,8 @@ fn read_process<'a>(
     // Only the keys the model keeps are looked at: `status` has ~55 lines, 2,000 processes.
     let status = parse::text(status?);
     let (mut name, mut cpus) = (None, None);
-    let bad = kv_kb::each(&status, |k, v| match (k, v) {
+    let wanted = |k: &str| STATUS_TEXT.contains(&k) || Process::number_field(k).is_some();
+    let bad = kv_kb::each_of(&status, wanted, |k, v| match (k, v) {
         ("Name", Value::Text(t)) => name = Some(t.to_string()),
         ("State", Value::Text(t)) => p.state = Some(t.to_string()),
         // A single CPU's list (`0`) reads as a number.
@@ -208,7 +221,7 @@ fn read_process<'a>(
         ));
     }
     if let Some(t) = smaps {
-        kv_kb::each(&parse::text(t), |k, v| {
+        kv_kb::each_of(&parse::text(t), wanted, |k, v| {
             if let Value::Number(n) = v {
                 p.set_number(k, n);
             }

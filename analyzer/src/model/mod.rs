@@ -362,7 +362,7 @@ impl Cgroup {
 }
 
 fn guess_mode(files: &Files) -> CgroupMode {
-    let v1 = !files.dirs_under("sys/fs/cgroup/memory").is_empty();
+    let v1 = files.has_dir_under("sys/fs/cgroup/memory");
     let v2 = files.get("sys/fs/cgroup/cgroup.controllers").is_some();
     match (v1, v2) {
         (true, _) => CgroupMode::V1,

@@ -34,18 +34,34 @@ pub enum Value<'t> {
 /// Calls `f(key, value)` for every readable line, in order; returns the 1-based numbers of the
 /// lines it could not read. For callers that want a few keys of many files (`status` of
 /// every process) without building a map per file.
-pub fn each<'t>(text: &'t str, mut f: impl FnMut(&'t str, Value<'t>)) -> Vec<usize> {
+pub fn each<'t>(text: &'t str, f: impl FnMut(&'t str, Value<'t>)) -> Vec<usize> {
+    each_of(text, |_| true, f)
+}
+
+/// [`each`] for the keys `wanted` accepts: the lines of other keys are skipped unread (their
+/// values are not checked), which is most of the cost of a `status` file.
+pub fn each_of<'t>(
+    text: &'t str,
+    wanted: impl Fn(&str) -> bool,
+    mut f: impl FnMut(&'t str, Value<'t>),
+) -> Vec<usize> {
     let mut bad = Vec::new();
     let b = text.as_bytes();
     let mut start = 0;
     for i in 0.. {
-        let end = match quick(b, start) {
-            Some((key_end, n, end)) => {
-                f(&text[start..key_end], Value::Number(n));
-                end
-            }
-            None => careful(text, start, i, &mut f, &mut bad),
-        };
+        let key_end = key_end(b, start);
+        let end =
+            if key_end > start && b.get(key_end) == Some(&b':') && !wanted(&text[start..key_end]) {
+                memchr::memchr(b'\n', &b[key_end..]).map_or(b.len(), |n| key_end + n)
+            } else {
+                match quick(b, start, key_end) {
+                    Some((n, end)) => {
+                        f(&text[start..key_end], Value::Number(n));
+                        end
+                    }
+                    None => careful(text, start, i, &wanted, &mut f, &mut bad),
+                }
+            };
         if end >= b.len() {
             break;
         }
@@ -54,11 +70,8 @@ pub fn each<'t>(text: &'t str, mut f: impl FnMut(&'t str, Value<'t>)) -> Vec<usi
     bad
 }
 
-/// The usual line, `Key:<blanks>DIGITS\n` or `Key:<blanks>DIGITS kB\n`, read in one pass:
-/// (end of the key, the value in bytes, end of the line). `None` for anything else, which
-/// [`careful`] reads. Nearly every line of `status` and `smaps_rollup` is one of these, and
-/// reading them this way costs a fraction of trimming and splitting each line.
-fn quick(b: &[u8], start: usize) -> Option<(usize, u64, usize)> {
+/// Where the key that starts at `start` ends: at a colon, a blank or the end of the line.
+fn key_end(b: &[u8], start: usize) -> usize {
     let mut at = start;
     while at < b.len()
         && !matches!(
@@ -68,11 +81,18 @@ fn quick(b: &[u8], start: usize) -> Option<(usize, u64, usize)> {
     {
         at += 1;
     }
-    if at == start || b.get(at) != Some(&b':') {
+    at
+}
+
+/// The usual line, `Key:<blanks>DIGITS\n` or `Key:<blanks>DIGITS kB\n`, read in one pass from
+/// the end of its key: (the value in bytes, end of the line). `None` for anything else, which
+/// [`careful`] reads. Nearly every line of `status` and `smaps_rollup` is one of these, and
+/// reading them this way costs a fraction of trimming and splitting each line.
+fn quick(b: &[u8], start: usize, key_end: usize) -> Option<(u64, usize)> {
+    if key_end == start || b.get(key_end) != Some(&b':') {
         return None;
     }
-    let key_end = at;
-    at += 1;
+    let mut at = key_end + 1;
     while at < b.len() && matches!(b[at], b' ' | b'\t') {
         at += 1;
     }
@@ -85,7 +105,7 @@ fn quick(b: &[u8], start: usize) -> Option<(usize, u64, usize)> {
         return None;
     }
     match b.get(at) {
-        None | Some(b'\n') => Some((key_end, n, at)),
+        None | Some(b'\n') => Some((n, at)),
         Some(b' ') => {
             while b.get(at) == Some(&b' ') {
                 at += 1;
@@ -95,7 +115,7 @@ fn quick(b: &[u8], start: usize) -> Option<(usize, u64, usize)> {
             {
                 return None;
             }
-            Some((key_end, n.checked_mul(1024)?, unit_end))
+            Some((n.checked_mul(1024)?, unit_end))
         }
         _ => None,
     }
@@ -106,6 +126,7 @@ fn careful<'t>(
     text: &'t str,
     start: usize,
     i: usize,
+    wanted: &impl Fn(&str) -> bool,
     f: &mut impl FnMut(&'t str, Value<'t>),
     bad: &mut Vec<usize>,
 ) -> usize {
@@ -127,7 +148,7 @@ fn careful<'t>(
         None => bad.push(i + 1),
         Some(c) => {
             let lead = raw.len() - raw.trim_ascii_start().len();
-            if !one(line, c - start - lead, f) {
+            if !one(line, c - start - lead, wanted, f) {
                 bad.push(i + 1);
             }
         }
@@ -136,13 +157,21 @@ fn careful<'t>(
 }
 
 /// One `KEY: VALUE` line whose colon is at `colon`; false if it cannot be read.
-fn one<'t>(line: &'t str, colon: usize, f: &mut impl FnMut(&'t str, Value<'t>)) -> bool {
+fn one<'t>(
+    line: &'t str,
+    colon: usize,
+    wanted: &impl Fn(&str) -> bool,
+    f: &mut impl FnMut(&'t str, Value<'t>),
+) -> bool {
     let (k, v) = (
         line[..colon].trim_ascii_end(),
         line[colon + 1..].trim_ascii(),
     );
     if k.is_empty() || k.bytes().any(|b| b.is_ascii_whitespace()) {
         return false;
+    }
+    if !wanted(k) {
+        return true;
     }
     match number(v) {
         Some((n, "kB")) => match n.checked_mul(1024) {
@@ -237,11 +266,11 @@ mod tests {
         assert_eq!(parse(""), KvKb::default());
     }
 
-    /// The plain reading `each` is an optimized form of.
-    fn reference(text: &str) -> (Vec<(String, String)>, Vec<usize>) {
+    /// The plain reading `each_of` is an optimized form of.
+    fn reference(text: &str, wanted: fn(&str) -> bool) -> (Vec<(String, String)>, Vec<usize>) {
         let (mut out, mut bad) = (Vec::new(), Vec::new());
-        for (i, line) in text.split('\n').enumerate() {
-            let line = line.trim_ascii();
+        for (i, raw) in text.split('\n').enumerate() {
+            let line = raw.trim_ascii();
             if line.is_empty() || (i == 0 && line.ends_with("[rollup]")) {
                 continue;
             }
@@ -252,6 +281,10 @@ mod tests {
             let (k, v) = (k.trim_ascii_end(), v.trim_ascii());
             if k.is_empty() || k.contains(|c: char| c.is_ascii_whitespace()) {
                 bad.push(i + 1);
+                continue;
+            }
+            // The line of a key not wanted is not read further.
+            if !wanted(k) {
                 continue;
             }
             // A number (with blanks and `kB` after it: bytes), else text.
@@ -286,16 +319,32 @@ mod tests {
             "k: 7kB\nk: 7 kB\r\nk:7\nk:\n k: 1\nk\t: 1\nk: 01 kB\nk: 1 kBx\nk: 1 k",
             "State:\tS (sleeping)\nName:\tpostgres\nSigQ:\t0/96365\nk: 1\n",
         ] {
-            let mut seen = Vec::new();
-            let bad = each(text, |k, v| {
-                let v = match v {
-                    Value::Number(n) => format!("{n}"),
-                    Value::Text(t) => format!("text {t}"),
-                };
-                seen.push((k.to_string(), v))
-            });
-            assert_eq!((seen, bad), reference(text), "{text:?}");
+            for wanted in [all as fn(&str) -> bool, some] {
+                let (seen, bad) = read(text, wanted);
+                assert_eq!((seen, bad), reference(text, wanted), "{text:?}");
+            }
         }
+    }
+
+    fn all(_: &str) -> bool {
+        true
+    }
+
+    fn some(k: &str) -> bool {
+        k.len() % 2 == 1 || k.starts_with('S')
+    }
+
+    /// What `each_of` calls back with, values as text.
+    fn read(text: &str, wanted: fn(&str) -> bool) -> (Vec<(String, String)>, Vec<usize>) {
+        let mut seen = Vec::new();
+        let bad = each_of(text, wanted, |k, v| {
+            let v = match v {
+                Value::Number(n) => format!("{n}"),
+                Value::Text(t) => format!("text {t}"),
+            };
+            seen.push((k.to_string(), v))
+        });
+        (seen, bad)
     }
 
     proptest::proptest! {
@@ -306,15 +355,9 @@ mod tests {
         fn quick_lines_read_as_the_plain_reading_reads_them(
             text in "(([a-zA-Z_]{0,4}|[ \t]):?[ \t]{0,3}[0-9]{0,21}( {0,2}|\t)(kB|k|B|x|kBx|kB0)?[ \t\r]?\n?){0,6}"
         ) {
-            let mut seen = Vec::new();
-            let bad = each(&text, |k, v| {
-                let v = match v {
-                    Value::Number(n) => format!("{n}"),
-                    Value::Text(t) => format!("text {t}"),
-                };
-                seen.push((k.to_string(), v))
-            });
-            proptest::prop_assert_eq!((seen, bad), reference(&text));
+            for wanted in [all as fn(&str) -> bool, some] {
+                proptest::prop_assert_eq!(read(&text, wanted), reference(&text, wanted));
+            }
         }
     }
 }
