@@ -134,7 +134,6 @@ pub struct Inputs<'a> {
     pub kmem: Option<u64>,
     pub tcp: Option<u64>,
     pub swap_current: Option<u64>,
-    pub cpus: u64,
 }
 
 /// The `memory.stat` keys read here, each a variant of [`K`] named as the key.
@@ -387,21 +386,30 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
         (i.usage?, "memory.usage_in_bytes")
     };
     let sum: u64 = parts.iter().map(|p| p.bytes).sum();
-    let remainder = usage as i64 - sum as i64;
-    let fuzz = (CHARGE_BATCH_PAGES * PAGE * i.cpus.max(1)).max(usage / 200);
     // Largest causes first; anon (always present) stays first as the baseline the gap is
     // measured from.
     parts[1..].sort_by_key(|p| std::cmp::Reverse(p.bytes));
-    Some(Bridge {
+    let mut b = Bridge {
         usage_bytes: usage,
         usage_source,
         parts,
-        remainder_bytes: remainder,
-        fuzz_bytes: fuzz,
-        within_fuzz: remainder.unsigned_abs() <= fuzz,
+        remainder_bytes: usage as i64 - sum as i64,
+        fuzz_bytes: 0,
+        within_fuzz: false,
         overlaps,
         beside,
-    })
+    };
+    b.settle(1);
+    Some(b)
+}
+
+impl Bridge {
+    /// Sets the fuzz for a node of `cpus` CPUs (the per-CPU charge batches); a bridge is built
+    /// for one CPU, as the cgroups are read before the processes tell how many there are.
+    pub fn settle(&mut self, cpus: u64) {
+        self.fuzz_bytes = (CHARGE_BATCH_PAGES * PAGE * cpus.max(1)).max(self.usage_bytes / 200);
+        self.within_fuzz = self.remainder_bytes.unsigned_abs() <= self.fuzz_bytes;
+    }
 }
 
 #[cfg(test)]
@@ -428,8 +436,14 @@ mod tests {
             kmem,
             tcp: None,
             swap_current: None,
-            cpus: 2,
         }
+    }
+
+    /// The bridge of a cgroup on a 2-CPU node.
+    fn bridge(i: &Inputs) -> Option<Bridge> {
+        let mut b = super::bridge(i)?;
+        b.settle(2);
+        Some(b)
     }
 
     const AMZN2: &str = "../fixtures/realdata/elastic_elastic-agent-system-metrics/metric/system/cgroup/testdata/amzn2.zip/amzn2/sys/fs/cgroup/memory/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529_44ae_9f99_90d3798d6426.slice/cri-containerd-1d3d308a7d48a27814a68bf33a44acf4441c9c02463ca0bc1cdfdc8c0b4a8496.scope";

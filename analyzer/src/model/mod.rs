@@ -219,15 +219,12 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     let mounts = hierarchies(m, mode);
     // The cgroups' files and the Kubernetes names are read while the processes are: one pool
     // of work for both threads instead of two phases that each end on one thread.
-    let ((mut processes, notes), ((tree, tree_notes), (dirs, names))) = rayon::join(
+    let ((mut processes, notes), (tree_notes, ((mut cgroups, cgroup_notes), names))) = rayon::join(
         || read_processes(files),
         || {
             let (tree, notes) = skeleton(files, &mounts);
-            let read = rayon::join(
-                || read_cgroup_dirs(files, &tree),
-                || k8s::Names::read(files),
-            );
-            ((tree, notes), read)
+            let read = rayon::join(|| read_cgroups(files, &tree), || k8s::Names::read(files));
+            (notes, read)
         },
     );
     for (l, f, msg) in notes {
@@ -249,10 +246,13 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         })
         .unwrap_or_default();
     let mut node = read_node(files, cpus, &release, &mut diag);
-    for (l, f, msg) in tree_notes {
+    for (l, f, msg) in tree_notes
+        .into_iter()
+        .chain(cgroup_notes.into_iter().flatten())
+    {
         diag(l, &f, msg);
     }
-    let mut cgroups = read_cgroups(&tree, dirs, cpus, &names, &mut diag);
+    complete_cgroups(&mut cgroups, cpus, &names);
     attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups);
@@ -630,53 +630,45 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
     (tree, notes)
 }
 
-/// Every cgroup of the tree, its files read in parallel.
-fn read_cgroup_dirs(files: &Files, skeleton: &Tree<'_>) -> Vec<dirs::CgroupDir> {
+/// Every cgroup of the tree, read from its directory in parallel, with the notes about its
+/// files. Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000 of them
+/// through an intermediate vector showed in profiles.
+fn read_cgroups(files: &Files, skeleton: &Tree<'_>) -> (Vec<Cgroup>, Vec<Notes>) {
     skeleton
         .par_iter()
-        .map_init(flat::Layouts::default, |layouts, (dir, ..)| {
-            dirs::cgroup(dir, files.view(dir).iter(), layouts)
-        })
-        .collect()
+        .map_init(
+            flat::Layouts::default,
+            |layouts, (dir, path, mount, version, parent)| {
+                let mut d = dirs::cgroup(dir, files.view(dir).iter(), layouts);
+                let notes = std::mem::take(&mut d.notes);
+                let at = Where {
+                    path,
+                    mount,
+                    version: *version,
+                    parent: *parent,
+                };
+                (read_cgroup(&at, d), notes)
+            },
+        )
+        .unzip()
 }
 
-/// Every cgroup of the tree, from its directory's files.
-fn read_cgroups(
-    skeleton: &Tree<'_>,
-    dirs: Vec<dirs::CgroupDir>,
-    cpus: u64,
-    names: &k8s::Names,
-    diag: &mut impl FnMut(Level, &str, String),
-) -> Vec<Cgroup> {
-    // Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000 of them
-    // through an intermediate vector showed in profiles.
-    let (mut out, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
-        .par_iter()
-        .zip(dirs)
-        .map(|((_, path, mount, version, parent), mut d)| {
-            let notes = std::mem::take(&mut d.notes);
-            let at = Where {
-                path,
-                mount,
-                version: *version,
-                parent: *parent,
-            };
-            let mut c = read_cgroup(&at, d, cpus);
-            if let Some(id) = &mut c.k8s {
-                names.name(id);
-            }
-            (c, notes)
-        })
-        .unzip();
-    for (l, f, msg) in notes.into_iter().flatten() {
-        diag(l, &f, msg);
-    }
-    for i in 0..out.len() {
-        if let Some(p) = out[i].parent {
-            out[p].children.push(i);
+/// What the cgroups learn from the rest of the node: the CPUs (the bridge's fuzz), the
+/// Kubernetes names, their children.
+fn complete_cgroups(cgroups: &mut [Cgroup], cpus: u64, names: &k8s::Names) {
+    cgroups.par_iter_mut().for_each(|c| {
+        if let Some(b) = &mut c.bridge {
+            b.settle(cpus);
+        }
+        if let Some(id) = &mut c.k8s {
+            names.name(id);
+        }
+    });
+    for i in 0..cgroups.len() {
+        if let Some(p) = cgroups[i].parent {
+            cgroups[p].children.push(i);
         }
     }
-    out
 }
 
 /// Where a cgroup is: its path in its hierarchy, the hierarchy.
@@ -687,7 +679,7 @@ struct Where<'a> {
     parent: Option<usize>,
 }
 
-fn read_cgroup(at: &Where, d: dirs::CgroupDir, cpus: u64) -> Cgroup {
+fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
     let Where {
         path,
         mount,
@@ -717,7 +709,6 @@ fn read_cgroup(at: &Where, d: dirs::CgroupDir, cpus: u64) -> Cgroup {
         kmem,
         tcp,
         swap_current: swap,
-        cpus,
     };
     let cadvisor = bridge::cadvisor(&inputs);
     let bridge = bridge::bridge(&inputs);

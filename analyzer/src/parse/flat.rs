@@ -219,12 +219,9 @@ fn exactly(text: &[u8], layout: &Arc<Layout>) -> Option<Flat> {
             return None;
         }
         at = sep + 1;
-        let (mut value, digits) = (0u64, at);
-        while let Some(d) = text.get(at).filter(|c| c.is_ascii_digit()) {
-            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-            at += 1;
-        }
-        if at == digits || text.get(at) != Some(&b'\n') {
+        let (value, digits) = super::leading_decimal(&text[at..])?;
+        at += digits;
+        if digits == 0 || text.get(at) != Some(&b'\n') {
             return None;
         }
         at += 1;

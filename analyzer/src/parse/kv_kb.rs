@@ -96,14 +96,11 @@ fn quick(b: &[u8], start: usize, key_end: usize) -> Option<(u64, usize)> {
     while at < b.len() && matches!(b[at], b' ' | b'\t') {
         at += 1;
     }
-    let (mut n, digits) = (0u64, at);
-    while at < b.len() && b[at].is_ascii_digit() {
-        n = n.checked_mul(10)?.checked_add(u64::from(b[at] - b'0'))?;
-        at += 1;
-    }
-    if at == digits {
+    let (n, digits) = super::leading_decimal(&b[at..])?;
+    if digits == 0 {
         return None;
     }
+    at += digits;
     match b.get(at) {
         None | Some(b'\n') => Some((n, at)),
         Some(b' ') => {

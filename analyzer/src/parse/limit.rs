@@ -70,10 +70,10 @@ pub fn value_bytes(t: &[u8]) -> Option<u64> {
 /// text, which also decides what it is).
 fn number_line(t: &[u8]) -> Option<u64> {
     let digits = t.strip_suffix(b"\n").unwrap_or(t);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
+    match super::leading_decimal(digits)? {
+        (n, len) if len > 0 && len == digits.len() => Some(n),
+        _ => None,
     }
-    super::decimal(digits)
 }
 
 #[cfg(test)]
