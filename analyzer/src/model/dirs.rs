@@ -78,8 +78,7 @@ pub(super) fn cgroup<'a>(
             b"memory.oom_control" => flats[3] = Some((name, t)),
             b"cgroup.stat" => flats[4] = Some((name, t)),
             b"cgroup.procs" => {
-                c.pids = parse::text(t)
-                    .lines()
+                c.pids = parse::lines(&parse::text(t))
                     .filter_map(|l| l.trim().parse().ok())
                     .collect()
             }

@@ -150,7 +150,7 @@ impl Names {
 /// (namespace, pod, container names).
 pub fn pod_names(text: &str) -> PodNames {
     let mut out = PodNames::default();
-    for line in text.lines() {
+    for line in crate::parse::lines(text) {
         let (pod_dir, container) = match line.split_once('/') {
             Some((p, c)) => (p, Some(c)),
             None => (line, None),
@@ -173,7 +173,7 @@ pub fn pod_names(text: &str) -> PodNames {
 /// container ID -> (namespace, pod, container).
 pub fn container_names(text: &str) -> ContainerNames {
     let mut out = ContainerNames::default();
-    for line in text.lines() {
+    for line in crate::parse::lines(text) {
         let Some(stem) = line.trim().strip_suffix(".log") else {
             continue;
         };

@@ -45,7 +45,7 @@ pub struct Controller {
 pub fn proc_cgroups(text: &str) -> (Vec<Controller>, Vec<usize>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in super::lines(text).enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }

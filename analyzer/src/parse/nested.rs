@@ -15,7 +15,7 @@ pub struct Nested {
 
 pub fn parse(text: &str) -> Nested {
     let mut out = Nested::default();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in super::lines(text).enumerate() {
         if line.trim().is_empty() {
             continue;
         }

@@ -65,7 +65,7 @@ fn kb(msg: &str, key: &str) -> Option<u64> {
 pub fn parse(text: &str) -> Vec<OomEvent> {
     let mut events: Vec<OomEvent> = Vec::new();
     let mut cur: Option<OomEvent> = None;
-    for line in text.lines() {
+    for line in super::lines(text) {
         let (t, msg) = message(line);
         if let Some(i) = msg.find(" invoked oom-killer:") {
             if let Some(e) = cur.take() {

@@ -14,7 +14,7 @@ pub struct PidCgroup {
 
 pub fn parse(text: &str) -> PidCgroup {
     let mut out = PidCgroup::default();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in super::lines(text).enumerate() {
         if line.trim().is_empty() {
             continue;
         }

@@ -26,7 +26,7 @@ const PAGE: u64 = 4096;
 
 pub fn parse(text: &str) -> Slabinfo {
     let mut out = Slabinfo::default();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in super::lines(text).enumerate() {
         if let Some(v) = line.strip_prefix("slabinfo - version:") {
             out.version = v.trim().to_string();
             continue;

@@ -25,7 +25,7 @@ pub struct Shm {
 
 pub fn parse(text: &str) -> Shm {
     let mut out = Shm::default();
-    let mut lines = text.lines().enumerate();
+    let mut lines = super::lines(text).enumerate();
     let Some((_, header)) = lines.next() else {
         return out;
     };
