@@ -219,12 +219,12 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     let mounts = hierarchies(m, mode);
     // The cgroups' files and the Kubernetes names are read while the processes are: one pool
     // of work for both threads instead of two phases that each end on one thread.
-    let ((mut processes, notes), (tree_notes, ((mut cgroups, cgroup_notes), names))) = rayon::join(
+    let ((mut processes, notes), (tree_notes, (mut cgroups, cgroup_notes))) = rayon::join(
         || read_processes(files),
         || {
-            let (tree, notes) = skeleton(files, &mounts);
-            let read = rayon::join(|| read_cgroups(files, &tree), || k8s::Names::read(files));
-            (notes, read)
+            let ((tree, notes), names) =
+                rayon::join(|| skeleton(files, &mounts), || k8s::Names::read(files));
+            (notes, read_cgroups(files, &tree, &names))
         },
     );
     for (l, f, msg) in notes {
@@ -252,10 +252,9 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     {
         diag(l, &f, msg);
     }
-    complete_cgroups(&mut cgroups, cpus, &names);
     attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
-    derive(&mut cgroups);
+    derive(&mut cgroups, cpus);
     node.memory_cgroups_live = cgroups
         .iter()
         .filter(|c| c.hierarchy_is_memory(mode))
@@ -630,11 +629,15 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
     (tree, notes)
 }
 
-/// Every cgroup of the tree, read from its directory in parallel, with the notes about its
-/// files. Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000 of them
-/// through an intermediate vector showed in profiles.
-fn read_cgroups(files: &Files, skeleton: &Tree<'_>) -> (Vec<Cgroup>, Vec<Notes>) {
-    skeleton
+/// Every cgroup of the tree, read from its directory in parallel and named, with the notes
+/// about its files. Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000
+/// of them through an intermediate vector showed in profiles.
+fn read_cgroups(
+    files: &Files,
+    skeleton: &Tree<'_>,
+    names: &k8s::Names,
+) -> (Vec<Cgroup>, Vec<Notes>) {
+    let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
         .par_iter()
         .map_init(
             flat::Layouts::default,
@@ -647,28 +650,20 @@ fn read_cgroups(files: &Files, skeleton: &Tree<'_>) -> (Vec<Cgroup>, Vec<Notes>)
                     version: *version,
                     parent: *parent,
                 };
-                (read_cgroup(&at, d), notes)
+                let mut c = read_cgroup(&at, d);
+                if let Some(id) = &mut c.k8s {
+                    names.name(id);
+                }
+                (c, notes)
             },
         )
-        .unzip()
-}
-
-/// What the cgroups learn from the rest of the node: the CPUs (the bridge's fuzz), the
-/// Kubernetes names, their children.
-fn complete_cgroups(cgroups: &mut [Cgroup], cpus: u64, names: &k8s::Names) {
-    cgroups.par_iter_mut().for_each(|c| {
-        if let Some(b) = &mut c.bridge {
-            b.settle(cpus);
-        }
-        if let Some(id) = &mut c.k8s {
-            names.name(id);
-        }
-    });
+        .unzip();
     for i in 0..cgroups.len() {
         if let Some(p) = cgroups[i].parent {
             cgroups[p].children.push(i);
         }
     }
+    (cgroups, notes)
 }
 
 /// Where a cgroup is: its path in its hierarchy, the hierarchy.
@@ -913,8 +908,8 @@ impl ProcSum {
     }
 }
 
-/// Effective limits (top-down), gaps and ratios.
-fn derive(cgroups: &mut [Cgroup]) {
+/// Effective limits (top-down), gaps and ratios, and the bridges' fuzz for the node's CPUs.
+fn derive(cgroups: &mut [Cgroup], cpus: u64) {
     for i in 0..cgroups.len() {
         let (parent_eff, parent_by) = match cgroups[i].parent {
             Some(p) => (cgroups[p].effective_limit, cgroups[p].limited_by.clone()),
@@ -932,6 +927,9 @@ fn derive(cgroups: &mut [Cgroup]) {
         let c = &mut cgroups[i];
         c.effective_limit = eff;
         c.limited_by = by;
+        if let Some(b) = &mut c.bridge {
+            b.settle(cpus);
+        }
         if let Some(u) = c.usage_bytes {
             if c.procs.count > 0 {
                 c.gap_vs_rss_bytes = Some(u as i64 - c.procs.rss as i64);
