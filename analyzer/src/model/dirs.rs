@@ -151,18 +151,27 @@ impl Process {
 /// The text values of `status` the model uses.
 const STATUS_TEXT: [&str; 3] = ["Name", "State", "Cpus_allowed_list"];
 
+/// The keys of the `status` and `smaps_rollup` files read before on this thread.
+#[derive(Debug, Default)]
+pub(super) struct Recalled {
+    status: kv_kb::Recall,
+    smaps: kv_kb::Recall,
+}
+
 pub(super) fn process<'a>(
     dir: &str,
     files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    recalled: &mut Recalled,
 ) -> ProcessDir {
     let mut notes = Notes::new();
-    let process = read_process(dir, files, &mut notes);
+    let process = read_process(dir, files, recalled, &mut notes);
     ProcessDir { process, notes }
 }
 
 fn read_process<'a>(
     dir: &str,
     files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    recalled: &mut Recalled,
     notes: &mut Notes,
 ) -> Option<RawProcess> {
     let pid = dir
@@ -199,7 +208,7 @@ fn read_process<'a>(
     let status = parse::text(status?);
     let (mut name, mut cpus) = (None, None);
     let wanted = |k: &str| STATUS_TEXT.contains(&k) || Process::number_field(k).is_some();
-    let bad = kv_kb::each_of(&status, wanted, |k, v| match (k, v) {
+    let bad = kv_kb::each_recalled(&status, wanted, &mut recalled.status, |k, v| match (k, v) {
         ("Name", Value::Text(t)) => name = Some(t.to_string()),
         ("State", Value::Text(t)) => p.state = Some(t.to_string()),
         // A single CPU's list (`0`) reads as a number.
@@ -220,7 +229,7 @@ fn read_process<'a>(
         ));
     }
     if let Some(t) = smaps {
-        kv_kb::each_of(&parse::text(t), wanted, |k, v| {
+        kv_kb::each_recalled(&parse::text(t), wanted, &mut recalled.smaps, |k, v| {
             if let Value::Number(n) = v {
                 p.set_number(k, n);
             }

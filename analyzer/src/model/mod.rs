@@ -754,7 +754,9 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
     let read: Vec<dirs::ProcessDir> = files
         .dirs_under("proc")
         .par_iter()
-        .map(|dir| dirs::process(dir, files.view(dir).iter()))
+        .map_init(dirs::Recalled::default, |recalled, dir| {
+            dirs::process(dir, files.view(dir).iter(), recalled)
+        })
         .collect();
     let (mut out, mut all) = (Vec::with_capacity(read.len()), Notes::new());
     for p in read {

@@ -43,25 +43,57 @@ pub fn each<'t>(text: &'t str, f: impl FnMut(&'t str, Value<'t>)) -> Vec<usize> 
 pub fn each_of<'t>(
     text: &'t str,
     wanted: impl Fn(&str) -> bool,
+    f: impl FnMut(&'t str, Value<'t>),
+) -> Vec<usize> {
+    each_recalled(text, wanted, &mut Recall::default(), f)
+}
+
+/// The keys of the files read before, by line, each with whether it is wanted. Files of one
+/// kind (the `status` of every process) repeat them in the same order, so a line that starts
+/// with the key recalled for it needs neither a search for its colon nor a look-up.
+#[derive(Debug, Default)]
+pub struct Recall(Vec<Option<(Box<[u8]>, bool)>>);
+
+/// [`each_of`], recalling the keys of the files read before with the same `recall` (and the
+/// same `wanted`).
+pub fn each_recalled<'t>(
+    text: &'t str,
+    wanted: impl Fn(&str) -> bool,
+    recall: &mut Recall,
     mut f: impl FnMut(&'t str, Value<'t>),
 ) -> Vec<usize> {
     let mut bad = Vec::new();
     let b = text.as_bytes();
     let mut start = 0;
     for i in 0.. {
-        let key_end = key_end(b, start);
-        let end =
-            if key_end > start && b.get(key_end) == Some(&b':') && !wanted(&text[start..key_end]) {
-                memchr::memchr(b'\n', &b[key_end..]).map_or(b.len(), |n| key_end + n)
-            } else {
-                match quick(b, start, key_end) {
-                    Some((n, end)) => {
-                        f(&text[start..key_end], Value::Number(n));
-                        end
-                    }
-                    None => careful(text, start, i, &wanted, &mut f, &mut bad),
+        let recalled = recall.0.get(i).and_then(Option::as_ref).filter(|(k, _)| {
+            b.get(start + k.len()) == Some(&b':') && super::same(&b[start..start + k.len()], k)
+        });
+        let (key_end, keep) = match recalled {
+            Some((k, keep)) => (start + k.len(), *keep),
+            None => {
+                let key_end = key_end(b, start);
+                let keyed = key_end > start && b.get(key_end) == Some(&b':');
+                let keep = !keyed || wanted(&text[start..key_end]);
+                let key = keyed.then(|| (b[start..key_end].into(), keep));
+                if i >= recall.0.len() {
+                    recall.0.resize(i + 1, None);
                 }
-            };
+                recall.0[i] = key;
+                (key_end, keep)
+            }
+        };
+        let end = if keep {
+            match quick(b, start, key_end) {
+                Some((n, end)) => {
+                    f(&text[start..key_end], Value::Number(n));
+                    end
+                }
+                None => careful(text, start, i, &wanted, &mut f, &mut bad),
+            }
+        } else {
+            memchr::memchr(b'\n', &b[key_end..]).map_or(b.len(), |n| key_end + n)
+        };
         if end >= b.len() {
             break;
         }
@@ -331,10 +363,18 @@ mod tests {
         k.len() % 2 == 1 || k.starts_with('S')
     }
 
-    /// What `each_of` calls back with, values as text.
+    /// What `each_recalled` calls back with, values as text.
     fn read(text: &str, wanted: fn(&str) -> bool) -> (Vec<(String, String)>, Vec<usize>) {
+        read_recalled(text, wanted, &mut Recall::default())
+    }
+
+    fn read_recalled(
+        text: &str,
+        wanted: fn(&str) -> bool,
+        recall: &mut Recall,
+    ) -> (Vec<(String, String)>, Vec<usize>) {
         let mut seen = Vec::new();
-        let bad = each_of(text, wanted, |k, v| {
+        let bad = each_recalled(text, wanted, recall, |k, v| {
             let v = match v {
                 Value::Number(n) => format!("{n}"),
                 Value::Text(t) => format!("text {t}"),
@@ -354,6 +394,27 @@ mod tests {
         ) {
             for wanted in [all as fn(&str) -> bool, some] {
                 proptest::prop_assert_eq!(read(&text, wanted), reference(&text, wanted));
+            }
+        }
+
+        /// Files read one after another with the keys of the ones before recalled read as
+        /// each one alone: keys from a small alphabet, so that recalled keys often are, or
+        /// begin, the line's key.
+        #[test]
+        fn recalled_keys_read_as_the_plain_reading_reads_them(
+            texts in proptest::collection::vec(
+                "(([ab]{0,3}|[ \t]):?[ \t]{0,2}[0-9]{0,3}( kB)?[ \r]?\n?){0,5}",
+                1..5,
+            )
+        ) {
+            for wanted in [all as fn(&str) -> bool, some] {
+                let mut recall = Recall::default();
+                for t in &texts {
+                    proptest::prop_assert_eq!(
+                        read_recalled(t, wanted, &mut recall),
+                        reference(t, wanted)
+                    );
+                }
             }
         }
     }
