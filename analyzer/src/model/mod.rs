@@ -709,12 +709,12 @@ fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
     let bridge = bridge::bridge(&inputs);
     Cgroup {
         path: path.to_string(),
-        hierarchy: format!("/{mount}"),
+        hierarchy: ["/", mount].concat(),
         version,
         depth: if path == "/" {
             0
         } else {
-            path.matches('/').count()
+            path.bytes().filter(|&b| b == b'/').count()
         },
         parent,
         children: Vec::new(),

@@ -18,21 +18,27 @@ pub fn parse(text: &str) -> PidCgroup {
         if line.trim().is_empty() {
             continue;
         }
-        let mut f = line.splitn(3, ':');
-        match (f.next(), f.next(), f.next()) {
-            (Some(id), Some(ctrl), Some(path))
-                if id.parse::<u32>().is_ok() && path.starts_with('/') =>
-            {
-                if id == "0" && ctrl.is_empty() {
-                    out.unified = Some(path.to_string());
-                } else if ctrl.split(',').any(|c| c == "memory") {
+        match fields(line) {
+            Some(("0", "", path)) => out.unified = Some(path.to_string()),
+            Some((_, ctrl, path)) => {
+                if ctrl.split(',').any(|c| c == "memory") {
                     out.memory_v1 = Some(path.to_string());
                 }
             }
-            _ => out.bad_lines.push(i + 1),
+            None => out.bad_lines.push(i + 1),
         }
     }
     out
+}
+
+/// `ID:CONTROLLERS:PATH` (the path may hold colons) with a numeric ID and an absolute path.
+fn fields(line: &str) -> Option<(&str, &str, &str)> {
+    let colon = |s: &str| memchr::memchr(b':', s.as_bytes());
+    let first = colon(line)?;
+    let (id, rest) = (&line[..first], &line[first + 1..]);
+    let second = colon(rest)?;
+    let (ctrl, path) = (&rest[..second], &rest[second + 1..]);
+    (id.parse::<u32>().is_ok() && path.starts_with('/')).then_some((id, ctrl, path))
 }
 
 #[cfg(test)]
