@@ -227,26 +227,21 @@ fn index_pack(
     at: Loc,
     scratch: &mut Vec<FileRef>,
 ) -> (Vec<FileRef>, Option<pack::PackError>) {
-    let base = blob.as_ptr() as usize;
-    let off = |p: *const u8| (p as usize - base) as u32;
     // Gathered in a reused buffer, then copied at their exact size: one allocation per pack.
     let list = scratch;
     list.clear();
-    let mut err = None;
-    for item in pack::entries(&blob[at.start as usize..at.end as usize]) {
-        match item {
-            Ok((name, content)) => {
-                let (n, c) = (off(name.as_ptr()), off(content.as_ptr()));
-                list.push(FileRef {
-                    blob: at.blob,
-                    name: (n, n + name.len() as u32),
-                    own_name: false,
-                    content: (c, c + content.len() as u32),
-                });
-            }
-            Err(e) => err = Some(e),
-        }
-    }
+    let off = |r: std::ops::Range<usize>| (at.start + r.start as u32, at.start + r.end as u32);
+    let err = pack::scan(
+        &blob[at.start as usize..at.end as usize],
+        |name, content| {
+            list.push(FileRef {
+                blob: at.blob,
+                name: off(name),
+                own_name: false,
+                content: off(content),
+            })
+        },
+    );
     (list.to_vec(), err)
 }
 

@@ -16,13 +16,17 @@
 //! The length makes the framing exact for any content (binary `cmdline` with NULs, files without
 //! a trailing newline, content that itself looks like a header).
 
+use std::ops::Range;
+
 use thiserror::Error;
 
 /// Name of a packed entry inside the directory it describes.
 pub const PACK_NAME: &str = "memgap.files";
 
 const OPEN: &[u8] = b"==> ";
-const CLOSE: &[u8] = b" <==";
+/// The end of a header line.
+const CLOSE_LINE: &[u8] = b" <==\n";
+const CLOSE: &[u8] = CLOSE_LINE.split_at(4).0;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PackError {
@@ -68,6 +72,38 @@ pub fn entries(pack: &[u8]) -> Entries<'_> {
     Entries { pack, pos: 0 }
 }
 
+/// Calls `f(name, content)` with the byte ranges of each file of `pack`, in order, and returns
+/// the error that stopped it, if any: [`entries`] for indexing a whole bundle (~140,000 files),
+/// where the usual header and its whole file are taken in one step and anything else is read
+/// as `entries` reads it.
+#[inline]
+pub fn scan(pack: &[u8], mut f: impl FnMut(Range<usize>, Range<usize>)) -> Option<PackError> {
+    let mut pos = 0;
+    while pos < pack.len() {
+        if let Some((name, len, header)) = quick_header(&pack[pos..]) {
+            let start = pos + header;
+            // The content and its separating newline are there (else `entries` explains).
+            if len < pack.len() - start && pack[start + len] == b'\n' {
+                let n = pos + OPEN.len();
+                f(n..n + name.len(), start..start + len);
+                pos = start + len + 1;
+                continue;
+            }
+        }
+        let mut e = Entries { pack, pos };
+        match e.parse_one() {
+            Ok((name, content)) => {
+                let at = |s: &[u8]| s.as_ptr() as usize - pack.as_ptr() as usize;
+                let (n, c) = (at(name.as_bytes()), at(content));
+                f(n..n + name.len(), c..c + content.len());
+                pos = e.pos;
+            }
+            Err(err) => return Some(err),
+        }
+    }
+    None
+}
+
 /// Iterator returned by [`entries`]; stops after the first error.
 pub struct Entries<'a> {
     pack: &'a [u8],
@@ -95,21 +131,26 @@ impl<'a> Iterator for Entries<'a> {
 fn quick_header(rest: &[u8]) -> Option<(&str, usize, usize)> {
     let b = rest.strip_prefix(OPEN)?;
     let name_len = name_len(b)?;
-    let (name, b) = b.split_at(name_len);
-    let b = b.strip_prefix(b" ")?;
-    let digits = b.iter().position(|c| !c.is_ascii_digit())?;
-    // 19 digits always fit a u64; longer lengths are left to the careful reader.
-    if name.is_empty() || digits == 0 || digits > 19 {
+    if name_len == 0 || b.get(name_len) != Some(&b' ') {
         return None;
     }
-    let len = b[..digits]
-        .iter()
-        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-    b[digits..].strip_prefix(CLOSE)?.strip_prefix(b"\n")?;
-    let start = OPEN.len() + name_len + 1 + digits + CLOSE.len() + 1;
-    // SAFETY: every byte of `name` was checked above to be printable ASCII, hence UTF-8;
-    // `from_utf8` cost as much as the rest of this function.
-    let name = unsafe { std::str::from_utf8_unchecked(name) };
+    // The length: 19 digits always fit a u64; longer ones are left to the careful reader.
+    let at = name_len + 1;
+    let (mut len, mut end) = (0u64, at);
+    while let Some(d) = b.get(end).filter(|d| d.is_ascii_digit()) {
+        if end - at == 19 {
+            return None;
+        }
+        len = len * 10 + u64::from(d - b'0');
+        end += 1;
+    }
+    if end == at || b.get(end..end + CLOSE_LINE.len())? != CLOSE_LINE {
+        return None;
+    }
+    // SAFETY: every byte of the name was checked by `name_len` to be printable ASCII, hence
+    // UTF-8; `from_utf8` cost as much as the rest of this function.
+    let name = unsafe { std::str::from_utf8_unchecked(&b[..name_len]) };
+    let start = OPEN.len() + end + CLOSE_LINE.len();
     Some((name, usize::try_from(len).ok()?, start))
 }
 
@@ -214,6 +255,7 @@ impl<'a> Entries<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn round_trips_any_content() {
@@ -291,6 +333,62 @@ mod tests {
             let careful = Entries { pack: c, pos: 0 }.parse_slow();
             let either = Entries { pack: c, pos: 0 }.parse_one();
             assert_eq!(either, careful, "{}", String::from_utf8_lossy(c));
+        }
+    }
+
+    /// What `scan` finds, as `entries` gives it.
+    fn scanned(pack: &[u8]) -> Vec<Result<(&str, &[u8]), PackError>> {
+        let mut out = Vec::new();
+        let err = scan(pack, |n, c| {
+            out.push(Ok((std::str::from_utf8(&pack[n]).unwrap(), &pack[c])))
+        });
+        out.extend(err.map(Err));
+        out
+    }
+
+    #[test]
+    fn scan_finds_what_entries_finds() {
+        let mut pack = Vec::new();
+        push(&mut pack, "memory.stat", b"cache 1\n").unwrap();
+        push(&mut pack, "cmdline", b"a\0==> b 1 <==\n").unwrap();
+        push(&mut pack, "empty", b"").unwrap();
+        for end in 0..=pack.len() {
+            let cut = &pack[..end];
+            assert_eq!(scanned(cut), entries(cut).collect::<Vec<_>>(), "{end}");
+        }
+        // Lengths that are wrong: no newline where the content should end.
+        for bad in [
+            &b"==> a 1 <==\nxy\n"[..],
+            b"==> a 2 <==\nx\n==> b 0 <==\n\n",
+        ] {
+            let found = scanned(bad);
+            assert_eq!(found, entries(bad).collect::<Vec<_>>());
+            assert!(matches!(
+                found.last(),
+                Some(Err(PackError::MissingSeparator { .. }))
+            ));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Any bytes built from pieces of headers and contents scan as they iterate.
+        #[test]
+        fn scan_agrees_with_entries(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b"==> ".to_vec()),
+                    proptest::strategy::Just(b" <==\n".to_vec()),
+                    proptest::strategy::Just(b"\n".to_vec()),
+                    "[a-z./ \t]{0,4}".prop_map(String::into_bytes),
+                    "[0-9]{1,3}".prop_map(String::into_bytes),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..3),
+                ],
+                0..12,
+            )
+        ) {
+            let pack = pieces.concat();
+            proptest::prop_assert_eq!(scanned(&pack), entries(&pack).collect::<Vec<_>>());
         }
     }
 
