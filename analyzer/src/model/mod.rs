@@ -219,12 +219,12 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     let mounts = hierarchies(m, mode);
     // The cgroups' files and the Kubernetes names are read while the processes are: one pool
     // of work for both threads instead of two phases that each end on one thread.
-    let ((mut processes, notes), (tree_notes, (mut cgroups, cgroup_notes))) = rayon::join(
+    let ((mut processes, notes), (tree_notes, (mut cgroups, links, cgroup_notes))) = rayon::join(
         || read_processes(files),
         || {
             let ((tree, notes), names) =
                 rayon::join(|| skeleton(files, &mounts), || k8s::Names::read(files));
-            (notes, read_cgroups(files, &tree, &names))
+            (notes, read_cgroups(files, &tree, &names, mode))
         },
     );
     for (l, f, msg) in notes {
@@ -252,13 +252,17 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     {
         diag(l, &f, msg);
     }
-    attach_processes(&mut cgroups, &mut processes, mode, &b.source, &mut diags);
+    attach_processes(
+        &mut cgroups,
+        &mut processes,
+        &links,
+        mode,
+        &b.source,
+        &mut diags,
+    );
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
     derive(&mut cgroups, cpus);
-    node.memory_cgroups_live = cgroups
-        .iter()
-        .filter(|c| c.hierarchy_is_memory(mode))
-        .count() as u64;
+    node.memory_cgroups_live = links.memory_cgroups;
     node.dying_cgroups = dying(&node, &cgroups, mode);
     crate::reader::cap_diagnostics(&mut diags);
     let mut oom_events = b
@@ -636,7 +640,8 @@ fn read_cgroups(
     files: &Files,
     skeleton: &Tree<'_>,
     names: &k8s::Names,
-) -> (Vec<Cgroup>, Vec<Notes>) {
+    mode: CgroupMode,
+) -> (Vec<Cgroup>, Links, Vec<Notes>) {
     let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
         .par_iter()
         .map_init(
@@ -658,12 +663,35 @@ fn read_cgroups(
             },
         )
         .unzip();
+    // One pass over the cgroups (~1.3 KiB each) for everything later steps need of all of them.
+    let mut links = Links {
+        parents: Vec::with_capacity(cgroups.len()),
+        by_pid: FastMap::default(),
+        memory_cgroups: 0,
+    };
     for i in 0..cgroups.len() {
-        if let Some(p) = cgroups[i].parent {
+        let c = &cgroups[i];
+        links.parents.push(c.parent);
+        if c.hierarchy_is_memory(mode) {
+            links.memory_cgroups += 1;
+            for &pid in &c.pids {
+                links.by_pid.insert(pid, i);
+            }
+        }
+        if let Some(p) = c.parent {
             cgroups[p].children.push(i);
         }
     }
-    (cgroups, notes)
+    (cgroups, links, notes)
+}
+
+/// What is known of every cgroup once they are read, kept compact.
+struct Links {
+    parents: Vec<Option<usize>>,
+    /// PID -> the memory cgroup whose `cgroup.procs` lists it (the last one, if several do).
+    by_pid: FastMap<u32, usize>,
+    /// Cgroups of the memory hierarchy.
+    memory_cgroups: u64,
 }
 
 /// Where a cgroup is: its path in its hierarchy, the hierarchy.
@@ -771,22 +799,14 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
 fn attach_processes(
     cgroups: &mut [Cgroup],
     procs: &mut [RawProcess],
+    links: &Links,
     mode: CgroupMode,
     source: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
     // Needed only for processes that no `cgroup.procs` lists: built on first use.
     let mut by_path: Option<FastMap<&str, usize>> = None;
-    let mut by_pid: FastMap<u32, usize> = FastMap::default();
-    for (i, c) in cgroups
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.hierarchy_is_memory(mode))
-    {
-        for &pid in &c.pids {
-            by_pid.insert(pid, i);
-        }
-    }
+    let by_pid = &links.by_pid;
     let mut missing = 0usize;
     let mut example = String::new();
     for (p, _, cg) in procs.iter_mut() {
@@ -830,8 +850,7 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
-    let parents: Vec<Option<usize>> = cgroups.iter().map(|c| c.parent).collect();
-    let (sums, tops) = subtree_sums(&parents, procs);
+    let (sums, tops) = subtree_sums(&links.parents, procs);
     for ((c, sum), top) in cgroups.iter_mut().zip(sums).zip(tops) {
         c.procs = sum;
         c.top_process = top;
