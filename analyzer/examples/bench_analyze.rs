@@ -22,6 +22,7 @@ use std::sync::Arc;
 use memgap_analyzer::{model, reader, rules};
 
 fn main() {
+    memgap_analyzer::alloc::keep_freed_memory(); // as the binary does
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: bench_analyze BUNDLE [RUNS]");
     let runs: usize = args.next().map_or(9, |r| r.parse().expect("RUNS"));

@@ -19,6 +19,7 @@ use memgap_analyzer::rules::{RuleSet, Severity};
 use rayon::prelude::*;
 
 fn main() {
+    memgap_analyzer::alloc::keep_freed_memory(); // as the binary does
     let mut args = std::env::args().skip(1);
     let bundle =
         std::fs::canonicalize(args.next().expect("usage: bench_batch BUNDLE [N]")).expect("bundle");

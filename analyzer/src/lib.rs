@@ -5,6 +5,7 @@
 //! -> [`model`] (node, cgroup tree, derived values) -> [`rules`] (findings) -> [`output`]
 //! (JSON, text).
 
+pub mod alloc;
 pub mod batch;
 pub mod diff;
 pub mod expect;

@@ -167,6 +167,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    memgap_analyzer::alloc::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
