@@ -252,7 +252,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     {
         diag(l, &f, msg);
     }
-    attach_processes(
+    let sums = attach_processes(
         &mut cgroups,
         &mut processes,
         &links,
@@ -261,7 +261,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         &mut diags,
     );
     let processes: Vec<Process> = processes.into_iter().map(|p| p.0).collect();
-    derive(&mut cgroups, cpus);
+    derive(&mut cgroups, &links, sums, cpus);
     node.memory_cgroups_live = links.memory_cgroups;
     node.dying_cgroups = dying(&node, &cgroups, mode);
     crate::reader::cap_diagnostics(&mut diags);
@@ -666,12 +666,14 @@ fn read_cgroups(
     // One pass over the cgroups (~1.3 KiB each) for everything later steps need of all of them.
     let mut links = Links {
         parents: Vec::with_capacity(cgroups.len()),
+        usage: Vec::with_capacity(cgroups.len()),
         by_pid: FastMap::default(),
         memory_cgroups: 0,
     };
     for i in 0..cgroups.len() {
         let c = &cgroups[i];
         links.parents.push(c.parent);
+        links.usage.push(c.usage_bytes);
         if c.hierarchy_is_memory(mode) {
             links.memory_cgroups += 1;
             for &pid in &c.pids {
@@ -688,6 +690,7 @@ fn read_cgroups(
 /// What is known of every cgroup once they are read, kept compact.
 struct Links {
     parents: Vec<Option<usize>>,
+    usage: Vec<Option<u64>>,
     /// PID -> the memory cgroup whose `cgroup.procs` lists it (the last one, if several do).
     by_pid: FastMap<u32, usize>,
     /// Cgroups of the memory hierarchy.
@@ -796,6 +799,7 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
 
 /// Puts each process in its memory cgroup (`cgroup.procs` first, `/proc/PID/cgroup` else) and
 /// sums them up the tree.
+/// Each cgroup's process sums and top process are returned, for [`derive`] to store.
 fn attach_processes(
     cgroups: &mut [Cgroup],
     procs: &mut [RawProcess],
@@ -803,7 +807,7 @@ fn attach_processes(
     mode: CgroupMode,
     source: &str,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> (Vec<ProcSum>, Vec<Option<usize>>) {
     // Needed only for processes that no `cgroup.procs` lists: built on first use.
     let mut by_path: Option<FastMap<&str, usize>> = None;
     let by_pid = &links.by_pid;
@@ -850,11 +854,7 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
-    let (sums, tops) = subtree_sums(&links.parents, procs);
-    for ((c, sum), top) in cgroups.iter_mut().zip(sums).zip(tops) {
-        c.procs = sum;
-        c.top_process = top;
-    }
+    subtree_sums(&links.parents, procs)
 }
 
 /// Each cgroup's process sums and top process (the most anonymous memory; the first listed
@@ -929,9 +929,23 @@ impl ProcSum {
     }
 }
 
-/// Effective limits (top-down), gaps and ratios, and the bridges' fuzz for the node's CPUs.
-fn derive(cgroups: &mut [Cgroup], cpus: u64) {
-    for i in 0..cgroups.len() {
+/// Effective limits (top-down), gaps and ratios, and the bridges' fuzz for the node's CPUs;
+/// stores the process sums. One pass over the cgroups.
+fn derive(
+    cgroups: &mut [Cgroup],
+    links: &Links,
+    (sums, tops): (Vec<ProcSum>, Vec<Option<usize>>),
+    cpus: u64,
+) {
+    // The children's usage, summed from the compact arrays (a cgroup comes before its
+    // children, so it could not be read from them in the pass below).
+    let mut kids: Vec<Option<u64>> = vec![None; cgroups.len()];
+    for (parent, usage) in links.parents.iter().zip(&links.usage) {
+        if let Some(p) = *parent {
+            *kids[p].get_or_insert(0) += usage.unwrap_or(0);
+        }
+    }
+    for (i, (sum, top)) in sums.into_iter().zip(tops).enumerate() {
         let (parent_eff, parent_by) = match cgroups[i].parent {
             Some(p) => (cgroups[p].effective_limit, cgroups[p].limited_by.clone()),
             None => (None, None),
@@ -946,6 +960,8 @@ fn derive(cgroups: &mut [Cgroup], cpus: u64) {
             (o, p) => (o.or(p), None),
         };
         let c = &mut cgroups[i];
+        c.procs = sum;
+        c.top_process = top;
         c.effective_limit = eff;
         c.limited_by = by;
         if let Some(b) = &mut c.bridge {
@@ -960,17 +976,8 @@ fn derive(cgroups: &mut [Cgroup], cpus: u64) {
                 c.usage_ratio = Some(u as f64 / l as f64);
                 c.working_set_ratio = Some(c.cadvisor.working_set_bytes as f64 / l as f64);
             }
-        }
-    }
-    for i in 0..cgroups.len() {
-        if let Some(u) = cgroups[i].usage_bytes {
-            if !cgroups[i].children.is_empty() {
-                let kids: u64 = cgroups[i]
-                    .children
-                    .iter()
-                    .filter_map(|&k| cgroups[k].usage_bytes)
-                    .sum();
-                cgroups[i].own_usage_bytes = Some(u as i64 - kids as i64);
+            if let Some(k) = kids[i] {
+                c.own_usage_bytes = Some(u as i64 - k as i64);
             }
         }
     }
