@@ -798,8 +798,7 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
 }
 
 /// Puts each process in its memory cgroup (`cgroup.procs` first, `/proc/PID/cgroup` else) and
-/// sums them up the tree.
-/// Each cgroup's process sums and top process are returned, for [`derive`] to store.
+/// sums them up the tree: each cgroup's process sums and top process, for [`derive`] to store.
 fn attach_processes(
     cgroups: &mut [Cgroup],
     procs: &mut [RawProcess],
