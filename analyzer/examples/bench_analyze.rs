@@ -70,6 +70,14 @@ fn main() {
             c.wait()?;
             Ok(t.elapsed())
         });
+    // Each run's total against the floor measured just before it: drifts of the machine's
+    // speed over the runs cancel out.
+    let mut ratios: Vec<f64> = total
+        .iter()
+        .zip(&floor)
+        .map(|(t, f)| t.as_secs_f64() / f.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
     let med = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1000.0
@@ -89,6 +97,10 @@ fn main() {
     println!("parse + model:                    {b:>8.1} ms");
     println!("read + parse + model:             {t:>8.1} ms");
     println!("ratio to the floor:               {:>8.2}", t / f);
+    println!(
+        "median of the runs' ratios:       {:>8.2}",
+        ratios[ratios.len() / 2]
+    );
     let (rp, r1) = (med(&mut rules_par), med(&mut rules_one));
     println!(
         "rules ({} rules, {findings} findings): {rp:>8.1} ms on {} threads, {r1:.1} ms on 1 (speed-up {:.2}x)",
