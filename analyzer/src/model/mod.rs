@@ -217,25 +217,6 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
         .map(|m| m.cgroup_mode)
         .unwrap_or_else(|| guess_mode(files));
     let mounts = hierarchies(m, mode);
-    // The cgroups' files and the Kubernetes names are read while the processes are: one pool
-    // of work for both threads instead of two phases that each end on one thread.
-    let ((mut processes, notes), (tree_notes, (mut cgroups, links, cgroup_notes))) = rayon::join(
-        || read_processes(files),
-        || {
-            let ((tree, notes), names) =
-                rayon::join(|| skeleton(files, &mounts), || k8s::Names::read(files));
-            (notes, read_cgroups(files, &tree, &names, mode))
-        },
-    );
-    for (l, f, msg) in notes {
-        diag(l, &f, msg);
-    }
-    let cpus = processes
-        .iter()
-        .filter_map(|p| p.1.as_deref())
-        .filter_map(cpus_of)
-        .max()
-        .unwrap_or(1);
     let release = m
         .map(|m| m.kernel_release.clone())
         .filter(|r| !r.is_empty())
@@ -245,13 +226,16 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
                 .map(|t| parse::text(t).trim().to_string())
         })
         .unwrap_or_default();
-    let mut node = read_node(files, cpus, &release, &mut diag);
-    for (l, f, msg) in tree_notes
-        .into_iter()
-        .chain(cgroup_notes.into_iter().flatten())
-    {
+    // The cgroups (with the Kubernetes names) are read while the processes and then the node's
+    // files are: one pool of work for both threads instead of phases that each end on one.
+    let ((mut processes, mut node, notes), (mut cgroups, links, tree_notes)) = rayon::join(
+        || processes_and_node(files, &release),
+        || cgroup_tree(files, &mounts, mode),
+    );
+    for (l, f, msg) in notes.into_iter().chain(tree_notes) {
         diag(l, &f, msg);
     }
+    let cpus = node.cpus;
     let sums = attach_processes(
         &mut cgroups,
         &mut processes,
@@ -380,6 +364,35 @@ fn cpus_of(list: &str) -> Option<u64> {
         .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
         .max()
         .map(|m| m + 1)
+}
+
+/// The processes, then the node's files (which need the CPUs the processes may run on), with
+/// the notes about both, in that order.
+fn processes_and_node(files: &Files, release: &str) -> (Vec<RawProcess>, Node, Notes) {
+    let (processes, mut notes) = read_processes(files);
+    let cpus = processes
+        .iter()
+        .filter_map(|p| p.1.as_deref())
+        .filter_map(cpus_of)
+        .max()
+        .unwrap_or(1);
+    let node = read_node(files, cpus, release, &mut |l, f: &str, msg| {
+        notes.push((l, f.to_string(), msg))
+    });
+    (processes, node, notes)
+}
+
+/// The cgroup tree, read and named, with the notes about its shape, then its files.
+fn cgroup_tree(
+    files: &Files,
+    mounts: &[(String, u8)],
+    mode: CgroupMode,
+) -> (Vec<Cgroup>, Links, Notes) {
+    let ((tree, mut notes), names) =
+        rayon::join(|| skeleton(files, mounts), || k8s::Names::read(files));
+    let (cgroups, links, cgroup_notes) = read_cgroups(files, &tree, &names, mode);
+    notes.extend(cgroup_notes.into_iter().flatten());
+    (cgroups, links, notes)
 }
 
 fn read_node(
