@@ -110,7 +110,7 @@ pub fn lines(text: &str) -> impl Iterator<Item = &str> {
 
 /// Whether two slices of the same length are equal, compared a word at a time: kernel keys
 /// are 3 to 40 bytes, where a call to `memcmp` per key cost more than the comparison.
-#[inline]
+#[inline(always)] // on the hot path of every flat file and `status` line; not always inlined
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len();
