@@ -105,7 +105,7 @@ pub fn each_recalled<'t>(
 /// Where the line that `from` is in ends: its newline, or the end of the text. Eight bytes at
 /// a time: these lines are ~25 bytes, where a call to `memchr` cost more than the search.
 fn line_end(b: &[u8], from: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+    use super::ONES;
     let mut at = from;
     while let Some(word) = b.get(at..at + 8) {
         let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ (ONES * u64::from(b'\n'));

@@ -62,7 +62,8 @@ pub(crate) fn leading_decimal(b: &[u8]) -> Option<(u64, usize)> {
     Some((n, i))
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
+/// A one in every byte of a word, for the eight-bytes-at-a-time scans.
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
 
 /// How many of the eight bytes of `x` (first byte lowest) are ASCII digits before the first
 /// one that is not. A byte is a digit if its high nibble is 3 and adding 6 leaves it so; no
