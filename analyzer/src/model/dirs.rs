@@ -250,6 +250,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_real_process_keeps_every_value_the_model_uses_twice_over() {
+        let dir = "../fixtures/realdata/localhost-v1/scratch-demo/alive/proc/self";
+        let read = |f: &str| std::fs::read(format!("{}/{dir}/{f}", env!("CARGO_MANIFEST_DIR")));
+        let (status, smaps) = (read("status").unwrap(), read("smaps_rollup").unwrap());
+        let files = [(&b"status"[..], &status[..]), (b"smaps_rollup", &smaps[..])];
+        // The second reading recalls the first one's keys.
+        let mut recalled = Recalled::default();
+        for _ in 0..2 {
+            let d = process("proc/42", files.into_iter(), &mut recalled);
+            let (p, cpus, _) = d.process.unwrap();
+            assert!(d.notes.is_empty());
+            assert_eq!(
+                (p.pid, p.name.as_str(), p.state.as_deref()),
+                (42, "python3", Some("R (running)"))
+            );
+            assert_eq!(cpus.as_deref(), Some("0-1"));
+            let kib = |n: u64| Some(n * 1024);
+            assert_eq!(
+                (p.rss, p.rss_anon, p.hwm, p.pagetables),
+                (kib(79532), kib(56344), kib(95868), kib(196))
+            );
+            assert_eq!((p.swap, p.locked, p.threads), (kib(0), kib(0), Some(1)));
+            assert_eq!(
+                (p.pss, p.pss_anon, p.pss_file, p.pss_shmem),
+                (kib(75436), kib(56348), kib(2704), kib(16384))
+            );
+            assert_eq!((p.lazyfree, p.anon_huge), (kib(0), kib(0)));
+        }
+    }
+
+    #[test]
     fn a_later_file_of_the_same_name_wins() {
         let files = [
             (&b"memory.stat"[..], &b"cache 1\nbad\n"[..]),
