@@ -999,7 +999,6 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Reading, Bundle
     Ok(raw)
 }
 
-/// A relative, normalized path, or `None` for absolute paths and `..`.
 /// The path without empty and `.` components; the path itself back if it is absolute or has a
 /// `..` component (refused).
 fn safe_path(p: String) -> Result<String, String> {

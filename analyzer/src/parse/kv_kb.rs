@@ -240,17 +240,10 @@ fn one<'t>(
 /// A leading unsigned integer and what follows it after blanks: `4 kB` -> (4, "kB").
 fn number(v: &str) -> Option<(u64, &str)> {
     let b = v.as_bytes();
-    let digits = b
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(b.len());
-    if digits == 0 {
+    let (n, digits) = super::leading_decimal(b)?;
+    if digits == 0 || !matches!(b.get(digits), None | Some(b' ' | b'\t')) {
         return None;
     }
-    if !matches!(b.get(digits), None | Some(b' ' | b'\t')) {
-        return None;
-    }
-    let n = super::decimal(&b[..digits])?;
     Some((n, v[digits..].trim_ascii_start()))
 }
 

@@ -17,13 +17,6 @@ pub mod sysvipc;
 pub use flat::Flat;
 pub use limit::Limit;
 
-/// The value of a run of ASCII digits; `None` if it does not fit a `u64`.
-pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// The run of ASCII digits at the start of `b`: (its value, its length, 0 if there is none);
 /// `None` if the value does not fit a `u64`. Read eight bytes at a time: a 5,000-cgroup node's
 /// files hold ~500,000 numbers.
@@ -150,7 +143,10 @@ mod tests {
     /// The plain reading `leading_decimal` is an optimized form of.
     fn reference(b: &[u8]) -> Option<(u64, usize)> {
         let len = b.iter().take_while(|c| c.is_ascii_digit()).count();
-        Some((decimal(&b[..len])?, len))
+        let n = b[..len].iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        Some((n, len))
     }
 
     #[test]
