@@ -4,9 +4,11 @@
 //!
 //! The JSON lines are documented in `docs/batch.md`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -144,28 +146,29 @@ pub struct Headline {
     pub bytes: Option<u64>,
 }
 
-/// One line of `findings.jsonl`.
+/// One line of `findings.jsonl`: borrowed from the analysis when a batch writes it (2,000
+/// findings a bundle, ~20 strings each, are not copied), owned when a merge reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FindingLine {
-    pub bundle: String,
-    pub page: Option<String>,
-    pub host: String,
-    pub collected_at: String,
-    pub rule: String,
-    pub title: String,
-    pub cause: String,
+pub struct FindingLine<'a> {
+    pub bundle: Cow<'a, str>,
+    pub page: Option<Cow<'a, str>>,
+    pub host: Cow<'a, str>,
+    pub collected_at: Cow<'a, str>,
+    pub rule: Cow<'a, str>,
+    pub title: Cow<'a, str>,
+    pub cause: Cow<'a, str>,
     pub severity: Severity,
-    pub scope: String,
-    pub subject: String,
-    pub cgroup: Option<String>,
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub container: Option<String>,
-    pub qos: Option<String>,
+    pub scope: Cow<'a, str>,
+    pub subject: Cow<'a, str>,
+    pub cgroup: Option<Cow<'a, str>>,
+    pub namespace: Option<Cow<'a, str>>,
+    pub pod: Option<Cow<'a, str>>,
+    pub container: Option<Cow<'a, str>>,
+    pub qos: Option<Cow<'a, str>>,
     pub bytes: Option<u64>,
     pub rank: usize,
-    pub summary: String,
-    pub evidence: indexmap::IndexMap<String, serde_json::Value>,
+    pub summary: Cow<'a, str>,
+    pub evidence: indexmap::IndexMap<Cow<'a, str>, Cow<'a, serde_json::Value>>,
 }
 
 /// Per rule, over a batch: where it fired.
@@ -186,14 +189,23 @@ pub struct RuleStat {
 pub struct RuleStats(BTreeMap<String, RuleStat>);
 
 impl RuleStats {
-    pub fn add(&mut self, f: &FindingLine) {
-        let s = self.0.entry(f.rule.clone()).or_default();
-        s.rule.clone_from(&f.rule);
-        s.title.clone_from(&f.title);
+    pub fn add(&mut self, f: &FindingLine<'_>) {
+        let s = match self.0.get_mut(&*f.rule) {
+            Some(s) => s,
+            None => self.0.entry(f.rule.to_string()).or_default(),
+        };
+        // The latest line's texts win (copied into the strings already there).
+        s.rule.clear();
+        s.rule.push_str(&f.rule);
+        s.title.clear();
+        s.title.push_str(&f.title);
         s.severity = s.severity.max(Some(f.severity));
-        if s.bundles.insert(f.bundle.clone()) && s.pages.len() < 20 {
-            if let Some(p) = &f.page {
-                s.pages.insert(f.bundle.clone(), p.clone());
+        if !s.bundles.contains(&*f.bundle) {
+            s.bundles.insert(f.bundle.to_string());
+            if s.pages.len() < 20 {
+                if let Some(p) = &f.page {
+                    s.pages.insert(f.bundle.to_string(), p.to_string());
+                }
             }
         }
         s.subjects += 1;
@@ -277,21 +289,9 @@ pub fn run(
         let done: Vec<(BundleLine, Vec<u8>, RuleStats)> = batch
             .par_iter()
             .map(|(input, page)| {
-                let (row, lines) = one(input, page, o);
-                let mut stats = RuleStats::default();
-                let mut json = Vec::with_capacity(lines.len() * 800);
-                for l in &lines {
-                    stats.add(l);
-                    // Into memory, these types always serialize; were one not to, its line is
-                    // left out whole rather than cut.
-                    let start = json.len();
-                    match serde_json::to_writer(&mut json, l) {
-                        Ok(()) => json.push(b'\n'),
-                        Err(_) => json.truncate(start),
-                    }
-                }
+                let done = one(input, page, o);
                 progress.inc(1);
-                (row, json, stats)
+                done
             })
             .collect();
         for (row, json, bundle_stats) in done {
@@ -354,38 +354,55 @@ fn page_names(inputs: &[Input]) -> Vec<String> {
         .collect()
 }
 
-/// One bundle: analyze, write its page, summarize. A panic in here (a bug met by a strange
-/// bundle) becomes that bundle's error row, not the end of the batch.
-fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<FindingLine>) {
-    let run = || -> Result<(BundleLine, Vec<FindingLine>), String> {
+/// One bundle: analyze, write its page, summarize; its finding lines serialized and counted
+/// here, on the worker, while the analysis they borrow from is alive. A panic in here (a bug
+/// met by a strange bundle) becomes that bundle's error row, not the end of the batch.
+fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<u8>, RuleStats) {
+    let run = || -> Result<(BundleLine, Vec<u8>, RuleStats), String> {
         let b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
         let mut a = Analysis::of(b, o.rules);
         a.findings.retain(|f| f.severity >= o.min_severity);
-        if !o.pages {
-            return Ok(summarize(&input.name, None, &a));
-        }
-        let html = o
-            .templates
-            .report(&a)
-            .map_err(|e| format!("{}: {e}", input.name))?;
-        std::fs::write(o.out.join(page), html)
-            .map_err(|e| format!("{}: writing {page}: {e}", input.name))?;
-        Ok(summarize(&input.name, Some(page), &a))
+        let page = if o.pages {
+            let html = o
+                .templates
+                .report(&a)
+                .map_err(|e| format!("{}: {e}", input.name))?;
+            std::fs::write(o.out.join(page), html)
+                .map_err(|e| format!("{}: writing {page}: {e}", input.name))?;
+            Some(page)
+        } else {
+            None
+        };
+        let (row, lines) = summarize(&input.name, page, &a);
+        let (json, stats) = serialize(&lines);
+        Ok((row, json, stats))
     };
+    let failed = |e| (error_line(&input.name, e), Vec::new(), RuleStats::default());
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => (error_line(&input.name, e), Vec::new()),
-        Err(_) => (
-            error_line(
-                &input.name,
-                format!(
-                    "{}: internal error while analyzing (please report it)",
-                    input.name
-                ),
-            ),
-            Vec::new(),
-        ),
+        Ok(Err(e)) => failed(e),
+        Err(_) => failed(format!(
+            "{}: internal error while analyzing (please report it)",
+            input.name
+        )),
     }
+}
+
+/// A bundle's finding lines as JSON lines, and their statistics.
+fn serialize(lines: &[FindingLine<'_>]) -> (Vec<u8>, RuleStats) {
+    let mut stats = RuleStats::default();
+    let mut json = Vec::with_capacity(lines.len() * 800);
+    for l in lines {
+        stats.add(l);
+        // Into memory, these types always serialize; were one not to, its line is left out
+        // whole rather than cut.
+        let start = json.len();
+        match serde_json::to_writer(&mut json, l) {
+            Ok(()) => json.push(b'\n'),
+            Err(_) => json.truncate(start),
+        }
+    }
+    (json, stats)
 }
 
 fn error_line(bundle: &str, error: String) -> BundleLine {
@@ -409,7 +426,11 @@ fn error_line(bundle: &str, error: String) -> BundleLine {
 }
 
 /// A bundle's line and its findings' lines.
-pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine, Vec<FindingLine>) {
+pub fn summarize<'a>(
+    bundle: &'a str,
+    page: Option<&'a str>,
+    a: &'a Analysis,
+) -> (BundleLine, Vec<FindingLine<'a>>) {
     let m = &a.model;
     let b = &m.bundle;
     let count = |s| a.findings.iter().filter(|f| f.severity == s).count();
@@ -446,32 +467,33 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> (BundleLine,
         .iter()
         .map(|f| {
             let k = f.k8s.as_ref();
+            let name = |n: &'a Option<Arc<str>>| n.as_deref().map(Cow::Borrowed);
             FindingLine {
-                bundle: bundle.to_string(),
-                page: page.map(str::to_string),
-                host: b.hostname.clone(),
-                collected_at: b.collected_at.clone(),
-                rule: f.rule.to_string(),
-                title: f.title.to_string(),
-                cause: f.cause.to_string(),
+                bundle: bundle.into(),
+                page: page.map(Cow::Borrowed),
+                host: b.hostname.as_str().into(),
+                collected_at: b.collected_at.as_str().into(),
+                rule: f.rule.as_ref().into(),
+                title: f.title.as_ref().into(),
+                cause: f.cause.as_ref().into(),
                 severity: f.severity,
                 scope: match f.scope {
                     crate::rules::Scope::Node => "node".into(),
                     crate::rules::Scope::Cgroup => "cgroup".into(),
                 },
-                subject: f.subject.to_string(),
-                cgroup: f.cgroup_path.as_deref().map(str::to_string),
-                namespace: k.and_then(|k| k.namespace.clone()),
-                pod: k.and_then(|k| k.pod.clone()),
-                container: k.and_then(|k| k.container.clone()),
-                qos: k.and_then(|k| k.qos.map(str::to_string)),
+                subject: f.subject.as_ref().into(),
+                cgroup: f.cgroup_path.as_deref().map(Cow::Borrowed),
+                namespace: k.and_then(|k| name(&k.namespace)),
+                pod: k.and_then(|k| name(&k.pod)),
+                container: k.and_then(|k| name(&k.container)),
+                qos: k.and_then(|k| k.qos.map(Cow::Borrowed)),
                 bytes: f.bytes,
                 rank: f.rank,
-                summary: f.summary.to_string(),
+                summary: f.summary.as_ref().into(),
                 evidence: f
                     .evidence
                     .iter()
-                    .map(|e| (e.name.to_string(), e.value.clone()))
+                    .map(|e| (e.name.as_ref().into(), Cow::Borrowed(&e.value)))
                     .collect(),
             }
         })
@@ -562,7 +584,9 @@ pub fn merge(shards: &[PathBuf], out: &Path, t: &Templates) -> anyhow::Result<Ou
             let mut l: FindingLine = serde_json::from_str(&line)
                 .with_context(|| format!("{}: line {}", fl.display(), n + 1))?;
             if let Some(p) = &l.page {
-                l.page = renamed.get(&(si, p.clone())).cloned().or(l.page.clone());
+                if let Some(to) = renamed.get(&(si, p.to_string())) {
+                    l.page = Some(to.clone().into());
+                }
             }
             stats.add(&l);
             serde_json::to_writer(&mut findings_out, &l)?;
@@ -587,16 +611,16 @@ mod tests {
     #[test]
     fn merged_bundle_statistics_equal_lines_added_one_by_one() {
         let line = |bundle: usize, rule: usize, bytes: u64| FindingLine {
-            bundle: format!("b{bundle}"),
-            page: (bundle % 3 != 0).then(|| format!("bundles/b{bundle}.html")),
-            host: String::new(),
-            collected_at: String::new(),
-            rule: format!("rule-{rule}"),
-            title: format!("title {rule} in b{bundle}"),
-            cause: String::new(),
+            bundle: format!("b{bundle}").into(),
+            page: (bundle % 3 != 0).then(|| format!("bundles/b{bundle}.html").into()),
+            host: "".into(),
+            collected_at: "".into(),
+            rule: format!("rule-{rule}").into(),
+            title: format!("title {rule} in b{bundle}").into(),
+            cause: "".into(),
             severity: [Severity::Info, Severity::Warning, Severity::Critical][(bundle + rule) % 3],
             scope: "cgroup".into(),
-            subject: String::new(),
+            subject: "".into(),
             cgroup: None,
             namespace: None,
             pod: None,
@@ -604,7 +628,7 @@ mod tests {
             qos: None,
             bytes: Some(bytes),
             rank: 1,
-            summary: String::new(),
+            summary: "".into(),
             evidence: Default::default(),
         };
         let bundles: Vec<Vec<FindingLine>> = (0..40)

@@ -9,6 +9,7 @@ use crate::reader::Files;
 use crate::{parse, FastMap};
 
 use serde::Serialize;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct K8s {
@@ -23,12 +24,14 @@ pub struct K8s {
     pub container_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The names are shared with the bundle's name lists (a pod's names are every one of its
+    /// cgroups' names).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub pod: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
 }
 
 fn qos_of(s: &str) -> Option<&'static str> {
@@ -42,7 +45,7 @@ fn qos_of(s: &str) -> Option<&'static str> {
 
 /// The identity of a cgroup path, or `None` outside `kubepods`.
 pub fn identify(path: &str) -> Option<K8s> {
-    let mut comps = path.split('/').filter(|c| !c.is_empty());
+    let mut comps = components(path);
     comps.find(|c| *c == "kubepods" || *c == "kubepods.slice")?;
     // At most QoS, pod and container follow.
     let rest = [comps.next(), comps.next(), comps.next()];
@@ -82,15 +85,31 @@ pub fn identify(path: &str) -> Option<K8s> {
     if let Some(c) = rest[i + 1] {
         id.level = "container";
         let c = c.strip_suffix(".scope").unwrap_or(c);
-        match c.rsplit_once('-') {
-            Some((rt, cid)) if cid.len() >= 12 => {
-                id.runtime = Some(rt.to_string());
-                id.container_id = Some(cid.to_string());
+        match memchr::memrchr(b'-', c.as_bytes()) {
+            Some(dash) if c.len() - dash > 12 => {
+                id.runtime = Some(c[..dash].to_string());
+                id.container_id = Some(c[dash + 1..].to_string());
             }
             _ => id.container_id = Some(c.to_string()),
         }
     }
     Some(id)
+}
+
+/// The non-empty components of a path (`split('/')`'s searcher cost more than `memchr`).
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    let mut rest = path;
+    std::iter::from_fn(move || loop {
+        let end = memchr::memchr(b'/', rest.as_bytes()).unwrap_or(rest.len());
+        let (c, after) = rest.split_at(end);
+        if after.is_empty() && c.is_empty() {
+            return None;
+        }
+        rest = after.get(1..).unwrap_or_default();
+        if !c.is_empty() {
+            return Some(c);
+        }
+    })
 }
 
 /// The names a bundle holds for pods (from `/var/log/pods`, by pod UID) and containers (from
@@ -102,9 +121,9 @@ pub struct Names {
 }
 
 /// Pod UID -> (namespace, pod, its containers' names).
-pub type PodNames = FastMap<String, (String, String, Vec<String>)>;
+pub type PodNames = FastMap<String, (Arc<str>, Arc<str>, Vec<Arc<str>>)>;
 /// Container ID -> (namespace, pod, container).
-pub type ContainerNames = FastMap<String, (String, String, String)>;
+pub type ContainerNames = FastMap<String, (Arc<str>, Arc<str>, Arc<str>)>;
 
 impl Names {
     pub fn read(files: &Files) -> Names {
@@ -151,19 +170,24 @@ impl Names {
 pub fn pod_names(text: &str) -> PodNames {
     let mut out = PodNames::default();
     for line in crate::parse::lines(text) {
-        let (pod_dir, container) = match line.split_once('/') {
+        let (pod_dir, container) = match split_once(line, b'/') {
             Some((p, c)) => (p, Some(c)),
             None => (line, None),
         };
-        let mut f = pod_dir.splitn(3, '_');
-        let (Some(ns), Some(pod), Some(uid)) = (f.next(), f.next(), f.next()) else {
+        let Some((ns, (pod, uid))) =
+            split_once(pod_dir, b'_').and_then(|(ns, r)| Some((ns, split_once(r, b'_')?)))
+        else {
             continue;
         };
-        let e = out
-            .entry(uid.to_string())
-            .or_insert_with(|| (ns.to_string(), pod.to_string(), Vec::new()));
+        // The pod's first line names it; the UID is copied once per pod, not per line.
+        let e = match out.get_mut(uid) {
+            Some(e) => e,
+            None => out
+                .entry(uid.to_string())
+                .or_insert((ns.into(), pod.into(), Vec::new())),
+        };
         if let Some(c) = container.filter(|c| !c.is_empty()) {
-            e.2.push(c.to_string());
+            e.2.push(c.into());
         }
     }
     out
@@ -177,18 +201,22 @@ pub fn container_names(text: &str) -> ContainerNames {
         let Some(stem) = line.trim().strip_suffix(".log") else {
             continue;
         };
-        let Some((rest, id)) = stem.rsplit_once('-') else {
+        let Some(dash) = memchr::memrchr(b'-', stem.as_bytes()) else {
             continue;
         };
-        let mut f = rest.splitn(3, '_');
-        if let (Some(pod), Some(ns), Some(c)) = (f.next(), f.next(), f.next()) {
-            out.insert(
-                id.to_string(),
-                (ns.to_string(), pod.to_string(), c.to_string()),
-            );
+        let (rest, id) = (&stem[..dash], &stem[dash + 1..]);
+        let names = split_once(rest, b'_').and_then(|(pod, r)| Some((pod, split_once(r, b'_')?)));
+        if let Some((pod, (ns, c))) = names {
+            out.insert(id.to_string(), (ns.into(), pod.into(), c.into()));
         }
     }
     out
+}
+
+/// `s` split at the first `sep` (an ASCII byte), as `str::split_once` with a char does.
+fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let at = memchr::memchr(sep, s.as_bytes())?;
+    Some((&s[..at], &s[at + 1..]))
 }
 
 #[cfg(test)]
@@ -225,6 +253,16 @@ mod tests {
             "qos"
         );
         assert!(identify("/system.slice/kubelet.service").is_none());
+        // A runtime prefix is split off only before an ID of 12 characters or more.
+        let c = |p: &str| identify(p).map(|k| (k.runtime, k.container_id.unwrap_or_default()));
+        assert_eq!(
+            c("/kubepods/pod1/crio-0123456789ab"),
+            Some((Some("crio".into()), "0123456789ab".into()))
+        );
+        assert_eq!(
+            c("//kubepods//pod1/crio-0123456789a/"),
+            Some((None, "crio-0123456789a".into()))
+        );
     }
 
     #[test]
@@ -238,7 +276,7 @@ mod tests {
                 "coredns".into()
             )
         );
-        assert_eq!(m["ffee"].2, "istio-proxy");
+        assert_eq!(&*m["ffee"].2, "istio-proxy");
         assert_eq!(m.len(), 2);
         assert!(container_names("").is_empty());
     }
@@ -246,9 +284,27 @@ mod tests {
     #[test]
     fn pod_names_from_log_dirs() {
         let m = pod_names("kube-system_coredns-5d78_0b6f-11/coredns\nkube-system_coredns-5d78_0b6f-11\ndefault_web_aa-bb/nginx\ngarbage\n");
-        assert_eq!(m["0b6f-11"].0, "kube-system");
-        assert_eq!(m["0b6f-11"].2, vec!["coredns"]);
-        assert_eq!(m["aa-bb"].1, "web");
+        assert_eq!(&*m["0b6f-11"].0, "kube-system");
+        assert_eq!(m["0b6f-11"].2, vec!["coredns".into()]);
+        assert_eq!(&*m["aa-bb"].1, "web");
         assert_eq!(m.len(), 2);
+        // A pod's first line names it; later lines only add containers.
+        let m =
+            pod_names("ns_web_u1/a\nother_x_u1/b\nns_web_u1/\nns_u2\nns_p_u3_with_underscores\n");
+        assert_eq!((&*m["u1"].0, &*m["u1"].1), ("ns", "web"));
+        assert_eq!(m["u1"].2, vec!["a".into(), "b".into()]);
+        assert_eq!(&*m["u3_with_underscores"].1, "p");
+        assert!(!m.contains_key("u2") && m.len() == 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn components_and_splits_are_the_standard_librarys(s in "[a/_-]{0,16}") {
+            let std: Vec<&str> = s.split('/').filter(|c| !c.is_empty()).collect();
+            proptest::prop_assert_eq!(components(&s).collect::<Vec<_>>(), std);
+            for sep in [b'/', b'_', b'-'] {
+                proptest::prop_assert_eq!(split_once(&s, sep), s.split_once(char::from(sep)));
+            }
+        }
     }
 }
