@@ -281,6 +281,8 @@ pub fn run(
     let mut stats = RuleStats::default();
     let mut rows = Vec::with_capacity(inputs.len());
     let mut outcome = Outcome::default();
+    // Compiled once for the batch, not once per bundle.
+    let catalogue = crate::rules::compile(o.rules);
     let chunk = (rayon::current_num_threads() * 2).max(2);
     let jobs: Vec<(&Input, &String)> = inputs.iter().zip(&names).collect();
     for batch in jobs.chunks(chunk) {
@@ -289,7 +291,7 @@ pub fn run(
         let done: Vec<(BundleLine, Vec<u8>, RuleStats)> = batch
             .par_iter()
             .map(|(input, page)| {
-                let done = one(input, page, o);
+                let done = one(input, page, o, &catalogue);
                 progress.inc(1);
                 done
             })
@@ -357,10 +359,15 @@ fn page_names(inputs: &[Input]) -> Vec<String> {
 /// One bundle: analyze, write its page, summarize; its finding lines serialized and counted
 /// here, on the worker, while the analysis they borrow from is alive. A panic in here (a bug
 /// met by a strange bundle) becomes that bundle's error row, not the end of the batch.
-fn one(input: &Input, page: &str, o: &Options<'_>) -> (BundleLine, Vec<u8>, RuleStats) {
+fn one(
+    input: &Input,
+    page: &str,
+    o: &Options<'_>,
+    rules: &crate::rules::Catalogue<'_>,
+) -> (BundleLine, Vec<u8>, RuleStats) {
     let run = || -> Result<(BundleLine, Vec<u8>, RuleStats), String> {
         let b = reader::read(&input.path, &o.limits).map_err(|e| e.to_string())?;
-        let mut a = Analysis::of(b, o.rules);
+        let mut a = Analysis::of(b, rules);
         a.findings.retain(|f| f.severity >= o.min_severity);
         let page = if o.pages {
             let html = o

@@ -47,7 +47,7 @@ impl Analysis {
     /// Builds the model of the bundle's latest snapshot and applies the rules. The bundle is
     /// taken whole: its entry list is kept for the report's appendix without a copy, and its
     /// bytes are freed before the rules run.
-    pub fn of(mut b: reader::Bundle, rules: &rules::RuleSet) -> Analysis {
+    pub fn of(mut b: reader::Bundle, rules: &impl rules::Evaluate) -> Analysis {
         let entries = std::mem::take(&mut b.entries);
         let model = model::build(&b);
         drop(b);
@@ -56,9 +56,9 @@ impl Analysis {
         a
     }
 
-    pub fn of_model(m: model::Model, rules: &rules::RuleSet) -> Analysis {
+    pub fn of_model(m: model::Model, rules: &impl rules::Evaluate) -> Analysis {
         let model = Arc::new(m);
-        let out = rules::evaluate(rules, &model);
+        let out = rules.evaluate(&model);
         let mut diagnostics = model.diagnostics.clone();
         diagnostics.extend(out.diagnostics);
         reader::cap_diagnostics(&mut diagnostics);

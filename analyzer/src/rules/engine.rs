@@ -60,10 +60,28 @@ pub struct Outcome {
 }
 
 /// The rule set compiled for evaluation: the rules, and the variable paths their compiled
-/// expressions read.
-pub(crate) struct Catalogue<'a> {
-    pub rules: Vec<Compiled<'a>>,
-    pub paths: Paths,
+/// expressions read. A batch compiles it once for all its bundles ([`compile`]).
+pub struct Catalogue<'a> {
+    pub(crate) rules: Vec<Compiled<'a>>,
+    pub(crate) paths: Paths,
+}
+
+/// Rules ready to evaluate over a model: a rule set, compiled for each evaluation, or a
+/// catalogue compiled once.
+pub trait Evaluate {
+    fn evaluate(&self, model: &Arc<Model>) -> Outcome;
+}
+
+impl Evaluate for RuleSet {
+    fn evaluate(&self, model: &Arc<Model>) -> Outcome {
+        evaluate(self, model)
+    }
+}
+
+impl Evaluate for Catalogue<'_> {
+    fn evaluate(&self, model: &Arc<Model>) -> Outcome {
+        evaluate_compiled(self, model)
+    }
 }
 
 /// A rule with its expressions compiled against the set's environment.
@@ -234,7 +252,8 @@ pub fn check_native(set: &RuleSet, model: &Arc<Model>) -> Agreement {
     out
 }
 
-pub(crate) fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
+/// Compiles every rule's expressions and texts (minijinja's and the native ones).
+pub fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
     let env = set.env();
     let mut paths = Paths::new(env);
     let mut rules = Vec::with_capacity(set.rules().len());
@@ -444,7 +463,11 @@ fn error_text(e: &minijinja::Error) -> String {
 
 /// Evaluates every rule over the model.
 pub fn evaluate(set: &RuleSet, model: &Arc<Model>) -> Outcome {
-    let cat = compile(set);
+    evaluate_compiled(&compile(set), model)
+}
+
+/// Evaluates every rule of a compiled catalogue over the model.
+pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
     let node_value = Value::from_serialize(facts::node_facts(model));
     let (node_rules, cg_rules): (Vec<&Compiled>, Vec<&Compiled>) = cat
         .rules

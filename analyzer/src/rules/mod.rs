@@ -16,7 +16,10 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-pub use engine::{check_native, evaluate, Agreement, Evidence, Finding, Outcome};
+pub use engine::{
+    check_native, compile, evaluate, evaluate_compiled, Agreement, Catalogue, Evaluate, Evidence,
+    Finding, Outcome,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
