@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    memgap_analyzer::alloc::keep_freed_memory(); // as the binary does
     let mut a = std::env::args().skip(1);
     let path = a.next().expect("usage: profile_read BUNDLE [RUNS]");
     let runs: usize = a.next().map_or(20, |r| r.parse().expect("RUNS"));

@@ -230,6 +230,7 @@ fn opt<T: Into<Value>>(v: Option<T>) -> Value {
 /// A fact that is a number, a boolean or none: what compiled rule expressions read without
 /// building a minijinja value (`native::Scope`), and what minijinja reads as one.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, u64)] // copied as two aligned words, as `native::V` is (see there)
 pub enum Scalar {
     U64(u64),
     I64(i64),

@@ -29,7 +29,11 @@ use std::sync::Arc;
 
 /// A value during evaluation, small and `Copy`: numbers unpacked, anything else a reference
 /// to minijinja's value held by the scope or the compiled constants.
+// The tag a word and every payload at offset 8: values are copied as two aligned words. With
+// the default layout the payloads sat at offsets 1, 4 and 8 and each copy read bytes 1-15 as
+// two overlapping words, which stalled on the stores just made (`perf`: ~40% of the tree walk).
 #[derive(Debug, Clone, Copy)]
+#[repr(C, u64)]
 pub(crate) enum V {
     Int(i64),
     Float(f64),
@@ -40,6 +44,9 @@ pub(crate) enum V {
     /// A missing attribute: only `default` and `is defined` may look at it.
     Undefined,
 }
+
+// The layout keeps `Option<V>` two words (the tag has spare values).
+const _: () = assert!(std::mem::size_of::<Option<V>>() == 16);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ref {
