@@ -121,7 +121,7 @@ fn by_path(m: &Model) -> BTreeMap<&str, &Cgroup> {
     m.cgroups
         .iter()
         .filter(|c| c.hierarchy_is_memory(mode))
-        .map(|c| (c.path.as_str(), c))
+        .map(|c| (&*c.path, c))
         .collect()
 }
 
@@ -218,7 +218,7 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
     let cgroups_more = cgroups.len().saturating_sub(MAX_CGROUPS);
     cgroups.truncate(MAX_CGROUPS);
     let named = |c: &Cgroup| Named {
-        path: c.path.clone(),
+        path: c.path.to_string(),
         name: c.display_name(),
         usage_bytes: c.usage_bytes.unwrap_or(0),
     };

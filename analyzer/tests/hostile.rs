@@ -154,7 +154,7 @@ fn garbage_manifest_and_garbage_files_become_diagnostics() {
         );
     }
     assert_eq!(m.node.meminfo.get("MemFree"), Some(&5120));
-    let a = m.cgroups.iter().find(|c| c.path == "/a").unwrap();
+    let a = m.cgroups.iter().find(|c| &*c.path == "/a").unwrap();
     assert_eq!(a.usage_bytes, None, "negative usage is not a number");
 }
 

@@ -44,7 +44,7 @@ fn synthetic_v1_node_every_identity_holds() {
         Some(Limit::Bytes(_)) | Some(Limit::Max)
     ));
     let root = &m.cgroups[0];
-    assert_eq!(root.path, "/");
+    assert_eq!(&*root.path, "/");
     assert_eq!(root.procs.count, 30, "all processes sum up to the root");
     // Every cgroup's sums and top process against the plain reading: each process counts in
     // its cgroup and every ancestor; the top one has the most anonymous memory, the first
@@ -107,7 +107,7 @@ fn synthetic_v2_node_identities_limits_and_names() {
         .find(|c| c.limit == Some(Limit::Max) && c.effective_limit.is_some_and(|l| l != Limit::Max))
         .expect("a cgroup limited by an ancestor");
     let by = pause.limited_by.as_ref().unwrap();
-    assert!(pause.path.starts_with(by.as_str()) && by != &pause.path);
+    assert!(pause.path.starts_with(&**by) && by != &pause.path);
     let c = m
         .cgroups
         .iter()
@@ -159,7 +159,7 @@ fn real_v1_files_as_an_unpacked_directory() {
     let scratch = m
         .cgroups
         .iter()
-        .find(|c| c.path == "/research_scratch")
+        .find(|c| &*c.path == "/research_scratch")
         .unwrap();
     let br = scratch.bridge.as_ref().unwrap();
     assert_eq!(br.parts[1].key, "shmem");

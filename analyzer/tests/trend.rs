@@ -42,7 +42,12 @@ fn growth_across_snapshots_fires_and_is_drawn() {
     let b = reader::read_from(&gz[..], "trend.tar.gz", &Limits::default()).unwrap();
     assert_eq!(b.samples.len(), 3);
     let a = Analysis::of(b, &RuleSet::builtin().unwrap());
-    let c = a.model.cgroups.iter().find(|c| c.path == cg_path).unwrap();
+    let c = a
+        .model
+        .cgroups
+        .iter()
+        .find(|c| *c.path == *cg_path)
+        .unwrap();
     let t = c.trend.as_ref().expect("a trend");
     assert_eq!(t.at_s.len(), 3);
     let shmem: Vec<u64> = t.series["shmem"].iter().map(|v| v.unwrap()).collect();

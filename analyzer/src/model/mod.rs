@@ -8,6 +8,7 @@ pub mod k8s;
 pub mod trend;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use memgap_collector::bundle::{self, CgroupMode, Manifest, Missed, TmpfsUsage};
 use rayon::prelude::*;
@@ -91,10 +92,10 @@ pub struct Node {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Cgroup {
-    /// Path in its hierarchy (`/` for the root).
-    pub path: String,
+    /// Path in its hierarchy (`/` for the root). Shared: the cgroups it limits name it.
+    pub path: Arc<str>,
     /// Host path of the hierarchy's mount point.
-    pub hierarchy: String,
+    pub hierarchy: Arc<str>,
     pub version: u8,
     pub depth: usize,
     pub parent: Option<usize>,
@@ -105,7 +106,7 @@ pub struct Cgroup {
     pub limit: Option<Limit>,
     /// The smallest limit on the path to the root, and the cgroup that sets it.
     pub effective_limit: Option<Limit>,
-    pub limited_by: Option<String>,
+    pub limited_by: Option<Arc<str>>,
     /// v2 `memory.high`.
     pub high: Option<Limit>,
     pub peak_bytes: Option<u64>,
@@ -170,8 +171,9 @@ pub struct Process {
     pub name: String,
     /// Arguments joined by spaces (they were NUL-separated).
     pub cmdline: String,
-    /// Memory cgroup path from `/proc/PID/cgroup` or `cgroup.procs`.
-    pub cgroup: Option<String>,
+    /// Memory cgroup path from `/proc/PID/cgroup` or `cgroup.procs` (the cgroup's own string
+    /// when it is in the bundle).
+    pub cgroup: Option<Arc<str>>,
     pub cgroup_index: Option<usize>,
     pub state: Option<String>,
     pub threads: Option<u64>,
@@ -314,7 +316,7 @@ impl Cgroup {
     /// parent whose own charges are a tenth of its usage or more (a pod holding an exited
     /// container's shmem). The root and the QoS levels are sums. Cause rules look at these.
     pub fn holds_own(&self) -> bool {
-        if self.path == "/" {
+        if &*self.path == "/" {
             return false;
         }
         match (
@@ -343,7 +345,7 @@ impl Cgroup {
                     _ => pod,
                 }
             }
-            _ => self.path.clone(),
+            _ => self.path.to_string(),
         }
     }
 }
@@ -655,6 +657,12 @@ fn read_cgroups(
     names: &k8s::Names,
     mode: CgroupMode,
 ) -> (Vec<Cgroup>, Links, Vec<Notes>) {
+    let mut hierarchies: Vec<(&str, Arc<str>)> = Vec::new();
+    for (_, _, mount, _, _) in skeleton {
+        if !hierarchies.iter().any(|(m, _)| m == mount) {
+            hierarchies.push((mount, ["/", mount].concat().into()));
+        }
+    }
     let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
         .par_iter()
         .map_init(
@@ -664,7 +672,10 @@ fn read_cgroups(
                 let notes = std::mem::take(&mut d.notes);
                 let at = Where {
                     path,
-                    mount,
+                    hierarchy: hierarchies
+                        .iter()
+                        .find_map(|(m, h)| (m == mount).then_some(h))
+                        .expect("every mount listed above"),
                     version: *version,
                     parent: *parent,
                 };
@@ -713,7 +724,8 @@ struct Links {
 /// Where a cgroup is: its path in its hierarchy, the hierarchy.
 struct Where<'a> {
     path: &'a str,
-    mount: &'a str,
+    /// `/` and the mount point: the cgroup's `hierarchy`, one string per hierarchy.
+    hierarchy: &'a Arc<str>,
     version: u8,
     parent: Option<usize>,
 }
@@ -721,7 +733,7 @@ struct Where<'a> {
 fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
     let Where {
         path,
-        mount,
+        hierarchy,
         version,
         parent,
     } = *at;
@@ -752,8 +764,8 @@ fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
     let cadvisor = bridge::cadvisor(&inputs);
     let bridge = bridge::bridge(&inputs);
     Cgroup {
-        path: path.to_string(),
-        hierarchy: ["/", mount].concat(),
+        path: path.into(),
+        hierarchy: Arc::clone(hierarchy),
         version,
         depth: if path == "/" {
             0
@@ -837,14 +849,14 @@ fn attach_processes(
                     .iter()
                     .enumerate()
                     .filter(|(_, c)| c.hierarchy_is_memory(mode))
-                    .map(|(i, c)| (c.path.as_str(), i))
+                    .map(|(i, c)| (&*c.path, i))
                     .collect()
             });
             claimed.as_deref().and_then(|c| by_path.get(c).copied())
         });
         match idx {
             Some(i) => {
-                p.cgroup = Some(cgroups[i].path.clone());
+                p.cgroup = Some(Arc::clone(&cgroups[i].path));
                 p.cgroup_index = Some(i);
             }
             None => {
@@ -853,7 +865,7 @@ fn attach_processes(
                     if example.is_empty() {
                         example = format!("PID {} claims {c}", p.pid);
                     }
-                    p.cgroup = Some(c);
+                    p.cgroup = Some(c.into());
                 }
             }
         }

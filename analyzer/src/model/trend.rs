@@ -125,11 +125,11 @@ pub fn attach(b: &Bundle, latest: &mut Model) {
         vec![BTreeMap::new(); latest.cgroups.len()];
     // Per snapshot, the cgroups that existed: there, a part a cgroup did not report is 0.
     let mut present: Vec<Vec<bool>> = Vec::with_capacity(n);
-    let index: HashMap<(String, String), usize> = latest
+    let index: HashMap<(&str, &str), usize> = latest
         .cgroups
         .iter()
         .enumerate()
-        .map(|(i, c)| ((c.hierarchy.clone(), c.path.clone()), i))
+        .map(|(i, c)| ((&*c.hierarchy, &*c.path), i))
         .collect();
     for s in 0..n {
         let owned;
@@ -144,7 +144,7 @@ pub fn attach(b: &Bundle, latest: &mut Model) {
         }
         let mut here = vec![false; latest.cgroups.len()];
         for c in &m.cgroups {
-            if let Some(&i) = index.get(&(c.hierarchy.clone(), c.path.clone())) {
+            if let Some(&i) = index.get(&(&*c.hierarchy, &*c.path)) {
                 here[i] = true;
                 for (k, v) in cgroup_values(c) {
                     cg_series[i].entry(k).or_insert_with(|| vec![None; n])[s] = Some(v);

@@ -332,7 +332,7 @@ impl<'a> Subject<'a> {
             },
             Some((_, c)) => SubjectTexts {
                 name: c.display_name().into(),
-                path: Some(c.path.as_str().into()),
+                path: Some(Arc::clone(&c.path)),
                 k8s: c.k8s.clone().map(Arc::new),
             },
         })

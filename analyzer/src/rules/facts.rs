@@ -297,7 +297,7 @@ macro_rules! scalar_fields {
 scalar_fields! {
     "version" => |_, c| c.version.into(),
     "depth" => |_, c| c.depth.into(),
-    "is_root" => |_, c| (c.path == "/").into(),
+    "is_root" => |_, c| (&*c.path == "/").into(),
     "is_leaf" => |_, c| c.children.is_empty().into(),
     "holds_own" => |_, c| c.holds_own().into(),
     "children_count" => |_, c| c.children.len().into(),
@@ -364,7 +364,7 @@ fn cgroup_field(m: &Arc<Model>, idx: usize, key: &str) -> Option<Value> {
         })
     };
     Some(match key {
-        "path" => Value::from(c.path.as_str()),
+        "path" => Value::from(&*c.path),
         "name" => Value::from(c.display_name()),
         "k8s" => opt(c.k8s.as_ref().map(Value::from_serialize)),
         "limited_by" => opt(c.limited_by.as_deref()),
@@ -509,8 +509,7 @@ pub fn oom_events_of<'a>(m: &'a Model, c: &Cgroup) -> Vec<&'a crate::parse::oom:
     m.oom_events
         .iter()
         .filter(|e| {
-            e.oom_memcg.as_deref() == Some(c.path.as_str())
-                || e.task_memcg.as_deref() == Some(c.path.as_str())
+            e.oom_memcg.as_deref() == Some(&*c.path) || e.task_memcg.as_deref() == Some(&*c.path)
         })
         .collect()
 }
