@@ -184,13 +184,12 @@ fn careful<'t>(
     bad: &mut Vec<usize>,
 ) -> usize {
     let b = text.as_bytes();
-    let (mut end, mut colon) = (start, None);
-    while end < b.len() && b[end] != b'\n' {
-        if b[end] == b':' && colon.is_none() {
-            colon = Some(end);
-        }
-        end += 1;
-    }
+    // The line's end a word at a time; its colon, near the start, a byte at a time.
+    let end = line_end(b, start);
+    let colon = b[start..end]
+        .iter()
+        .position(|&c| c == b':')
+        .map(|c| start + c);
     let raw = &text[start..end];
     let line = raw.trim_ascii();
     // smaps_rollup starts with the `start-end perms ... [rollup]` mapping line.
