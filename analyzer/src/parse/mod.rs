@@ -129,8 +129,8 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Kernel text files are ASCII; anything else is decoded lossily rather than refused.
 pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    // The strict check is several times faster than the lossy decoder on valid input.
-    match std::str::from_utf8(bytes) {
+    // The strict check (SIMD) is many times faster than the lossy decoder on valid input.
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     }
