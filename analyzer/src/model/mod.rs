@@ -657,10 +657,12 @@ fn read_cgroups(
     names: &k8s::Names,
     mode: CgroupMode,
 ) -> (Vec<Cgroup>, Links, Vec<Notes>) {
+    // `/` and the mount point, one string per hierarchy for all its cgroups.
+    let name = |mount: &str| -> Arc<str> { ["/", mount].concat().into() };
     let mut hierarchies: Vec<(&str, Arc<str>)> = Vec::new();
     for (_, _, mount, _, _) in skeleton {
         if !hierarchies.iter().any(|(m, _)| m == mount) {
-            hierarchies.push((mount, ["/", mount].concat().into()));
+            hierarchies.push((mount, name(mount)));
         }
     }
     let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
@@ -674,12 +676,12 @@ fn read_cgroups(
                     path,
                     hierarchy: hierarchies
                         .iter()
-                        .find_map(|(m, h)| (m == mount).then_some(h))
-                        .expect("every mount listed above"),
+                        .find_map(|(m, h)| (m == mount).then(|| Arc::clone(h)))
+                        .unwrap_or_else(|| name(mount)),
                     version: *version,
                     parent: *parent,
                 };
-                let mut c = read_cgroup(&at, d);
+                let mut c = read_cgroup(at, d);
                 if let Some(id) = &mut c.k8s {
                     names.name(id);
                 }
@@ -724,19 +726,19 @@ struct Links {
 /// Where a cgroup is: its path in its hierarchy, the hierarchy.
 struct Where<'a> {
     path: &'a str,
-    /// `/` and the mount point: the cgroup's `hierarchy`, one string per hierarchy.
-    hierarchy: &'a Arc<str>,
+    /// `/` and the mount point: the cgroup's `hierarchy`.
+    hierarchy: Arc<str>,
     version: u8,
     parent: Option<usize>,
 }
 
-fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
+fn read_cgroup(at: Where, d: dirs::CgroupDir) -> Cgroup {
     let Where {
         path,
         hierarchy,
         version,
         parent,
-    } = *at;
+    } = at;
     let v = usize::from(version == 2);
     let (usage, limit, peak) = (d.usage[v], d.limit[v], d.peak[v]);
     let v1 = |x: Option<u64>| x.filter(|_| version != 2);
@@ -765,7 +767,7 @@ fn read_cgroup(at: &Where, d: dirs::CgroupDir) -> Cgroup {
     let bridge = bridge::bridge(&inputs);
     Cgroup {
         path: path.into(),
-        hierarchy: Arc::clone(hierarchy),
+        hierarchy,
         version,
         depth: if path == "/" {
             0
