@@ -192,11 +192,15 @@ impl RuleStats {
     pub fn add(&mut self, f: &FindingLine<'_>) {
         let s = match self.0.get_mut(&*f.rule) {
             Some(s) => s,
-            None => self.0.entry(f.rule.to_string()).or_default(),
+            None => self
+                .0
+                .entry(f.rule.to_string())
+                .or_insert_with(|| RuleStat {
+                    rule: f.rule.to_string(),
+                    ..Default::default()
+                }),
         };
-        // The latest line's texts win (copied into the strings already there).
-        s.rule.clear();
-        s.rule.push_str(&f.rule);
+        // The latest line's title wins (copied into the string already there).
         s.title.clear();
         s.title.push_str(&f.title);
         s.severity = s.severity.max(Some(f.severity));
