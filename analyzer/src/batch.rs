@@ -285,6 +285,18 @@ pub fn run(
     let mut stats = RuleStats::default();
     let mut rows = Vec::with_capacity(inputs.len());
     let mut outcome = Outcome::default();
+    // Bundles are read in parallel already: each inflates on one thread.
+    let o = &Options {
+        limits: reader::Limits {
+            inflate_threads: if inputs.len() > 1 {
+                1
+            } else {
+                o.limits.inflate_threads
+            },
+            ..o.limits
+        },
+        ..*o
+    };
     // Compiled once for the batch, not once per bundle.
     let catalogue = crate::rules::compile(o.rules);
     let chunk = (rayon::current_num_threads() * 2).max(2);

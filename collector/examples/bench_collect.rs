@@ -200,7 +200,7 @@ fn main() {
 /// Real paths of every stored kernel file, and their concatenated content.
 fn files_of(gz: &[u8], root: &Path) -> (Vec<PathBuf>, Vec<u8>) {
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(gz)
+    flate2::read::MultiGzDecoder::new(gz)
         .read_to_end(&mut tar)
         .unwrap();
     let mut paths = Vec::new();

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use flate2::write::GzEncoder;
 use thiserror::Error;
 
+use crate::bundle::members::{self, Members};
 use crate::bundle::{
     self, pack, CgroupMount, Counts, Manifest, MissReason, Missed, Options, Sample,
 };
@@ -193,7 +193,7 @@ pub fn collect<W: Write>(cfg: &Config, out: W) -> Result<(Manifest, W), CollectE
 
 /// The archive being written, with the size cap and the missed-file list.
 struct Sink<W: Write> {
-    tar: tar::Builder<std::io::BufWriter<GzEncoder<W>>>,
+    tar: tar::Builder<std::io::BufWriter<Members<W>>>,
     top: String,
     mtime: u64,
     total: u64,
@@ -204,7 +204,7 @@ struct Sink<W: Write> {
 
 impl<W: Write> Sink<W> {
     fn new(out: W, top: &str, cfg: &Config, at: SystemTime) -> Self {
-        let gz = GzEncoder::new(out, flate2::Compression::new(cfg.compression.min(9)));
+        let gz = Members::new(out, flate2::Compression::new(cfg.compression.min(9)));
         let w = std::io::BufWriter::with_capacity(TAR_BUFFER, gz);
         let mtime = at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -244,7 +244,14 @@ impl<W: Write> Sink<W> {
         h.set_entry_type(tar::EntryType::Regular);
         self.total += data.len() as u64;
         self.tar
-            .append_data(&mut h, format!("{}/{rel}", self.top), data)
+            .append_data(&mut h, format!("{}/{rel}", self.top), data)?;
+        // Members end between entries, so each holds whole entries.
+        let w = self.tar.get_mut();
+        if w.buffer().len() as u64 + w.get_ref().len() >= members::MEMBER_BYTES {
+            w.flush()?;
+            w.get_mut().end_member()?;
+        }
+        Ok(())
     }
 
     fn miss(&mut self, path: String, e: ReadError, sample: u32) {
@@ -270,9 +277,7 @@ impl<W: Write> Sink<W> {
     fn finish(self) -> std::io::Result<W> {
         let buffered = self.tar.into_inner()?;
         let gz = buffered.into_inner().map_err(|e| e.into_error())?;
-        let mut out = gz.finish()?;
-        out.flush()?;
-        Ok(out)
+        gz.finish()
     }
 }
 

@@ -3,7 +3,9 @@
 //! # Bundle layout (format version 1)
 //!
 //! A bundle is a gzip-compressed ustar archive with one top folder,
-//! `memgap-<host>-<UTC time>/`, holding:
+//! `memgap-<host>-<UTC time>/`, compressed as gzip members of ~1 MiB of tar that name their
+//! own length ([`bundle::members`]: one gzip stream to any gzip reader, inflated in parallel by
+//! `memgap`), holding:
 //!
 //! | path below the top folder | content |
 //! |---|---|

@@ -20,7 +20,7 @@ pub struct Unpacked {
 
 pub fn unpack(gz: &[u8]) -> Unpacked {
     let mut raw_tar = Vec::new();
-    flate2::read::GzDecoder::new(gz)
+    flate2::read::MultiGzDecoder::new(gz)
         .read_to_end(&mut raw_tar)
         .expect("valid gzip");
     let mut ar = tar::Archive::new(&raw_tar[..]);

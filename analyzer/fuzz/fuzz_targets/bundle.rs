@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         max_total_bytes: 64 << 20,
         max_entry_bytes: 16 << 20,
         max_entries: 100_000,
+        inflate_threads: 2, // gzip members (see the seeds) read in parallel
     };
     if let Ok(b) = reader::read_from(data, "fuzz.tar.gz", &limits) {
         let rules = RULES.get_or_init(|| RuleSet::builtin().expect("rules"));

@@ -3,6 +3,7 @@
 //! See the crate documentation (and `docs/bundle-format.md`) for the layout.
 
 pub mod manifest;
+pub mod members;
 pub mod pack;
 
 pub use manifest::*;

@@ -1,0 +1,602 @@
+//! The tar's entries: scanned from one stream, or from gzip members inflated and scanned in
+//! parallel, then taken in order.
+
+use std::io::Read;
+
+use memgap_collector::bundle::{members, pack};
+
+use super::stream::{fill_chunk, inflate, Shared, Stream, CHUNK};
+use super::{index_pack, safe_path, BundleError, FileRef, Level, Limits, Loc, Reading, MAX_PATH};
+
+/// A pack's files, indexed where the pack was read, and the damage that stopped the indexing.
+pub(super) type Indexed = (Vec<FileRef>, Option<pack::PackError>);
+
+/// One tar entry as a scan found it; what it means for the bundle is decided in order, by
+/// [`Reading::apply`].
+pub(super) enum Event {
+    /// A regular file at `at`; a pack's files indexed already when its name says it is one.
+    File {
+        path: String,
+        at: Loc,
+        pack: Option<Indexed>,
+    },
+    Refused {
+        level: Level,
+        path: String,
+        message: String,
+    },
+    Dir,
+}
+
+/// How a scan of a tar stream ended.
+pub(super) enum Ending {
+    /// The stream ended right after a whole entry (a member's end, or a tar without its end
+    /// blocks).
+    AtEnd,
+    /// The stream ended inside the last entry's padding.
+    Short,
+    /// At the end-of-archive block.
+    Marker,
+    /// Told to stop.
+    Stopped,
+    /// A damaged header, or the stream ended inside an entry (named when known).
+    Broken {
+        entry: Option<String>,
+        error: String,
+    },
+}
+
+/// Scans the tar in `stream`, giving each entry to `on` (false: stop). The tar crate reads the
+/// headers (seeking over the contents); each entry's content stays in the piece that holds it.
+fn scan(
+    stream: &std::cell::RefCell<Stream>,
+    limits: &Limits,
+    mut on: impl FnMut(Event, &[Vec<u8>]) -> bool,
+) -> Ending {
+    // A damaged compressed stream explains a damaged tar better than the tar's own error.
+    let gz_err = |e: String| stream.borrow_mut().err.take().map_or(e, |g| g.to_string());
+    let mut ar = tar::Archive::new(Shared(stream));
+    let entries = match ar.entries_with_seek() {
+        Ok(entries) => entries,
+        Err(e) => {
+            return Ending::Broken {
+                entry: None,
+                error: e.to_string(),
+            }
+        }
+    };
+    let mut scratch = Vec::new();
+    let refused = |level, path, message| Event::Refused {
+        level,
+        path,
+        message,
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                return Ending::Broken {
+                    entry: None,
+                    error: gz_err(e.to_string()),
+                }
+            }
+        };
+        let raw_path = entry.path_bytes();
+        let ev = if raw_path.len() > MAX_PATH {
+            let shown = String::from_utf8_lossy(&raw_path[..200]).into_owned();
+            let msg = format!(
+                "refused: a {}-byte path (longer than any kernel path)",
+                raw_path.len()
+            );
+            refused(Level::Warning, shown, msg)
+        } else {
+            let path = crate::parse::text(&raw_path).into_owned();
+            drop(raw_path);
+            let kind = entry.header().entry_type();
+            let size = entry.size();
+            if kind.is_dir() {
+                Event::Dir
+            } else if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                let msg =
+                    format!("refused: a {kind:?} entry (only regular files belong in a bundle)");
+                refused(Level::Warning, path, msg)
+            } else {
+                match safe_path(path) {
+                    Err(path) => {
+                        let msg = "refused: absolute path or `..` component".into();
+                        refused(Level::Warning, path, msg)
+                    }
+                    Ok(clean) if size > limits.max_entry_bytes => {
+                        let msg = format!(
+                            "refused: {size} bytes is over the {}-byte entry limit",
+                            limits.max_entry_bytes
+                        );
+                        refused(Level::Warning, clean, msg)
+                    }
+                    Ok(clean) => {
+                        let start = entry.raw_file_position();
+                        let located = stream
+                            .borrow_mut()
+                            .locate(start, start.saturating_add(size));
+                        let Some(at) = located else {
+                            return Ending::Broken {
+                                entry: Some(clean),
+                                error: gz_err("unexpected end of data".into()),
+                            };
+                        };
+                        // Indexed here, while its bytes are in the cache (and, for a member,
+                        // on the thread that inflated it).
+                        let pack = is_pack(&clean).then(|| {
+                            index_pack(&stream.borrow().blobs[at.blob as usize], at, &mut scratch)
+                        });
+                        Event::File {
+                            path: clean,
+                            at,
+                            pack,
+                        }
+                    }
+                }
+            }
+        };
+        if !on(ev, &stream.borrow().blobs) {
+            return Ending::Stopped;
+        }
+    }
+    let s = stream.borrow();
+    match s.ended_at {
+        Some(at) if at == s.received => Ending::AtEnd,
+        Some(_) => Ending::Short,
+        None => Ending::Marker,
+    }
+}
+
+/// Whether a path names a pack (see [`Reading::push`] for where it is taken as one).
+fn is_pack(path: &str) -> bool {
+    path.strip_suffix(pack::PACK_NAME)
+        .is_some_and(|d| d.ends_with('/'))
+}
+
+/// Reads the tar inflated from `r` (a whole bundle, or the rest of one from a gzip member on)
+/// into `raw`: inflating on another thread, overlapped with reading the tar.
+fn read_serially(
+    r: impl Read + Send,
+    mut raw: Reading,
+    limits: &Limits,
+    left: u64,
+) -> Result<Reading, BundleError> {
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    std::thread::scope(|s| {
+        s.spawn(move || inflate(r, left, &tx));
+        let stream = std::cell::RefCell::new(Stream::new(rx));
+        let off = raw.blobs.len() as u32;
+        let ending = scan(&stream, limits, |ev, blobs| raw.apply(ev, blobs, off));
+        // Returning (and so dropping the receiver) before the scope ends lets the inflater
+        // stop if the archive is abandoned early.
+        raw.end(ending)?;
+        let mut stream = stream.into_inner();
+        raw.blobs.append(&mut stream.blobs);
+        if let Some(e) = stream.err.take() {
+            // Every entry was whole; the damage is in the padding or the trailer.
+            let msg = format!("archive is truncated or corrupt after {}: {e}", raw.after());
+            raw.note(Level::Error, None, msg);
+        }
+        Ok(raw)
+    })
+}
+
+/// What a worker made of one gzip member: its bytes, and its tar entries scanned as if the
+/// member began with an entry (every member the collector writes does).
+struct Scanned {
+    blobs: Vec<Vec<u8>>,
+    events: Vec<Event>,
+    ending: Ending,
+}
+
+/// Inflates and scans a stream of gzip members (`ms`, found in `gz` from their headers) on
+/// `threads` threads, and takes their entries in order. A member that does not inflate to
+/// exactly what its header and trailer say, or whose tar does not end with it (damage, or a
+/// stream that only looks like ours), ends the fast path: the rest of the stream, from that
+/// member on, is read as one stream would be ([`read_serially`]).
+fn read_members(
+    gz: &[u8],
+    ms: &[members::Member],
+    mut raw: Reading,
+    limits: &Limits,
+    threads: usize,
+) -> Result<Reading, BundleError> {
+    let claimed: u64 = ms.iter().map(|m| m.isize as u64).sum();
+    if claimed > limits.max_total_bytes {
+        return read_serially(gz, raw, limits, limits.max_total_bytes);
+    }
+    let one = |m: &members::Member| -> Option<Scanned> {
+        let mut d = flate2::bufread::GzDecoder::new(&gz[m.range.clone()]);
+        let mut r = (&mut d).take(m.isize as u64 + 1);
+        let (mut chunks, mut got) = (Vec::new(), 0u64);
+        loop {
+            let (chunk, res) = fill_chunk(&mut r);
+            res.ok()?;
+            got += chunk.len() as u64;
+            let last = chunk.len() < CHUNK;
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+            if last {
+                break;
+            }
+        }
+        if got != m.isize as u64 || !d.into_inner().is_empty() {
+            return None;
+        }
+        let stream = std::cell::RefCell::new(Stream::filled(chunks));
+        let mut events = Vec::new();
+        let ending = scan(&stream, limits, |ev, _| {
+            events.push(ev);
+            true
+        });
+        Some(Scanned {
+            blobs: stream.into_inner().blobs,
+            events,
+            ending,
+        })
+    };
+    // From member `i` on, as one stream.
+    let rest = |raw, i: usize| {
+        let inflated: u64 = ms[..i].iter().map(|m| m.isize as u64).sum();
+        let left = limits.max_total_bytes - inflated;
+        read_serially(&gz[ms[i].range.start..], raw, limits, left)
+    };
+    if threads <= 1 {
+        // Each member scanned right after it is inflated, while its bytes are in the cache.
+        for (i, m) in ms.iter().enumerate() {
+            match take(&mut raw, one(m)) {
+                Flow::Next => {}
+                Flow::Done => return Ok(raw),
+                Flow::OneStream => return rest(raw, i),
+            }
+        }
+        return Ok(raw);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(ms.len()) {
+            let done_tx = done_tx.clone();
+            let (next, stop, one) = (&next, &stop, &one);
+            s.spawn(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !stop.load(Relaxed) {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(m) = ms.get(i) else { break };
+                    if done_tx.send((i, one(m))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Members finish out of order; they are taken in order.
+        let mut waiting: Vec<Option<Option<Scanned>>> = (0..ms.len()).map(|_| None).collect();
+        let mut i = 0;
+        let flow = 'members: {
+            for (k, scanned) in done_rx.iter() {
+                waiting[k] = Some(scanned);
+                while let Some(scanned) = waiting.get_mut(i).and_then(Option::take) {
+                    match take(&mut raw, scanned) {
+                        Flow::Next => i += 1,
+                        flow => break 'members flow,
+                    }
+                }
+            }
+            Flow::Done
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match flow {
+            Flow::OneStream => rest(raw, i),
+            _ => Ok(raw),
+        }
+    })
+}
+
+/// What taking a member means for the ones after it.
+enum Flow {
+    Next,
+    /// The tar ended (or the entry cap was reached).
+    Done,
+    /// Read the rest as one stream, from this member on.
+    OneStream,
+}
+
+/// Takes a member's entries, in order (`None`: it did not inflate as its header and trailer
+/// say).
+fn take(raw: &mut Reading, scanned: Option<Scanned>) -> Flow {
+    let Some(m) = scanned.filter(|m| matches!(m.ending, Ending::AtEnd | Ending::Marker)) else {
+        return Flow::OneStream;
+    };
+    let mut flow = match m.ending {
+        Ending::Marker => Flow::Done,
+        _ => Flow::Next,
+    };
+    let off = raw.blobs.len() as u32;
+    for ev in m.events {
+        if !raw.apply(ev, &m.blobs, off) {
+            flow = Flow::Done;
+            break;
+        }
+    }
+    raw.blobs.extend(m.blobs);
+    flow
+}
+
+/// Reads the whole compressed stream when it starts like a stream of members (so they can be
+/// found and inflated in parallel); `Err` gives back a reader of the stream from its start.
+fn members_in_memory<R: Read>(
+    mut r: R,
+    limits: &Limits,
+) -> Result<Vec<u8>, std::io::Chain<std::io::Cursor<Vec<u8>>, R>> {
+    let mut head = Vec::with_capacity(32);
+    let peeked = (&mut r).take(20).read_to_end(&mut head);
+    if peeked.is_err() || !members::starts_members(&head) {
+        return Err(std::io::Cursor::new(head).chain(r));
+    }
+    // Compressed bytes beyond the uncompressed cap cannot be a bundle we would read whole.
+    let cap = limits.max_total_bytes.saturating_add(1 << 20);
+    let mut gz = head;
+    match (&mut r).take(cap).read_to_end(&mut gz) {
+        Ok(_) if (gz.len() as u64) < cap => Ok(gz),
+        _ => Err(std::io::Cursor::new(gz).chain(r)),
+    }
+}
+
+pub(super) fn read_targz(
+    r: impl Read + Send,
+    source: &str,
+    limits: &Limits,
+) -> Result<Reading, BundleError> {
+    let limits = &Limits {
+        max_entry_bytes: limits.max_entry_bytes.min(1 << 31),
+        ..*limits
+    };
+    let threads = match limits.inflate_threads {
+        0 => rayon::current_num_threads(),
+        n => n,
+    };
+    let raw = Reading::new(source, limits);
+    let all = limits.max_total_bytes;
+    match members_in_memory(r, limits) {
+        Ok(gz) => match members::members(&gz) {
+            Some(ms) => read_members(&gz, &ms, raw, limits, threads),
+            _ => read_serially(&gz[..], raw, limits, all),
+        },
+        Err(r) => read_serially(r, raw, limits, all),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{read_from, Bundle};
+    use super::*;
+
+    /// Everything a read gave: entries, diagnostics, and every file's bytes.
+    fn everything(b: &Result<Bundle, BundleError>) -> String {
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => return format!("error: {e}"),
+        };
+        let mut out = format!("{:?}\n{:?}\n", b.entries, b.diagnostics);
+        for f in b.samples.iter().chain([&b.shared]) {
+            for (dir, list) in &f.dirs {
+                for r in list {
+                    let name = String::from_utf8_lossy(f.name(r));
+                    let mut crc = flate2::Crc::new();
+                    crc.update(f.content(r));
+                    out += &format!("{dir}/{name}: {} {:x}\n", crc.amount(), crc.sum());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads `gz` as one gzip stream from its start, on one thread: what the members' fast
+    /// path must give.
+    fn read_as_one_stream(gz: &[u8], limits: &Limits) -> Result<Bundle, BundleError> {
+        let raw = Reading::new("t.tar.gz", limits);
+        read_serially(gz, raw, limits, limits.max_total_bytes)?.finish()
+    }
+
+    /// A bundle-like tar of `files` (a name ending in `@` is stored as a symbolic link), and
+    /// where each entry ends in it.
+    fn tar_of(files: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<usize>) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut ends = Vec::new();
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            match name.strip_suffix('@') {
+                Some(link) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    tar.append_link(&mut h, link, "/etc/passwd").unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    tar.append_data(&mut h, name, &data[..]).unwrap();
+                }
+            }
+            ends.push(tar.get_ref().len());
+        }
+        (tar.into_inner().unwrap(), ends)
+    }
+
+    /// `tar` compressed as gzip members ending after the tar bytes in `cuts` (anywhere: inside
+    /// headers and contents too).
+    fn gzip_members(tar: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut m = members::Members::new(Vec::new(), flate2::Compression::fast());
+        let mut at = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (tar.len() + 1)).collect();
+        cuts.sort_unstable();
+        for c in cuts {
+            std::io::Write::write_all(&mut m, &tar[at..c]).unwrap();
+            m.end_member().unwrap();
+            at = c;
+        }
+        std::io::Write::write_all(&mut m, &tar[at..]).unwrap();
+        m.finish().unwrap()
+    }
+
+    fn members_of(files: &[(String, Vec<u8>)], cuts: &[usize]) -> Vec<u8> {
+        gzip_members(&tar_of(files).0, cuts)
+    }
+
+    fn node_files(n: usize) -> Vec<(String, Vec<u8>)> {
+        let mut files = vec![("b/proc/meminfo".to_string(), b"MemTotal: 1 kB\n".to_vec())];
+        for i in 0..n {
+            let data: Vec<u8> = (0..(i * 7919) % 70_000).map(|k| (k % 251) as u8).collect();
+            files.push((format!("b/sys/fs/cgroup/memory/c{i}/memory.stat"), data));
+        }
+        files.push(("b/manifest.json".to_string(), b"{".to_vec()));
+        files
+    }
+
+    #[test]
+    fn members_read_in_parallel_as_one_stream() {
+        let files = node_files(60);
+        let gz = members_of(&files, &[1000, 300_000, 300_001, 900_000, 1_500_000]);
+        assert_eq!(members::members(&gz).map(|m| m.len()), Some(6));
+        let want = everything(&read_as_one_stream(&gz, &Limits::default()));
+        assert!(want.contains("c59/memory.stat"), "{want:.300}");
+        for threads in [1, 2, 3, 8] {
+            let limits = Limits {
+                inflate_threads: threads,
+                ..Limits::default()
+            };
+            let got = everything(&read_from(&gz[..], "t.tar.gz", &limits));
+            if got != want {
+                let (g, w): (Vec<&str>, Vec<&str>) =
+                    (got.lines().collect(), want.lines().collect());
+                for (a, b) in g.iter().zip(&w) {
+                    if a != b {
+                        panic!("{threads} threads:\n{:.3000}\n{:.3000}", a, b);
+                    }
+                }
+                panic!("{threads} threads: {} lines vs {}", g.len(), w.len());
+            }
+        }
+    }
+
+    #[test]
+    fn members_over_the_size_cap_are_refused_as_in_one_stream() {
+        let gz = members_of(&node_files(40), &[200_000, 600_000]);
+        let limits = Limits {
+            max_total_bytes: 500_000,
+            inflate_threads: 2,
+            ..Limits::default()
+        };
+        let got = everything(&read_from(&gz[..], "t.tar.gz", &limits));
+        assert!(got.contains("exceeds the analyzer's limit"), "{got:.2000}");
+        assert_eq!(got, everything(&read_as_one_stream(&gz, &limits)));
+    }
+
+    #[test]
+    fn bytes_hidden_inside_a_members_claimed_length_read_as_one_stream() {
+        let gz = members_of(&node_files(30), &[100_000]);
+        let ms = members::members(&gz).unwrap();
+        // The first member claims seven more bytes: junk, then its size again (so the size
+        // read at the claimed end is right); the second member follows them.
+        let first = ms[0].range.clone();
+        let mut bad = gz[first.clone()].to_vec();
+        bad.extend_from_slice(b"xyz");
+        bad.extend_from_slice(&ms[0].isize.to_le_bytes());
+        let len = u32::from_le_bytes(bad[16..20].try_into().unwrap()) + 7;
+        bad[16..20].copy_from_slice(&len.to_le_bytes());
+        bad.extend_from_slice(&gz[first.end..]);
+        assert_eq!(members::members(&bad).map(|m| m.len()), Some(2));
+        let limits = Limits {
+            inflate_threads: 2,
+            ..Limits::default()
+        };
+        let got = everything(&read_from(&bad[..], "t.tar.gz", &limits));
+        assert!(got.contains("truncated or corrupt"), "{got:.3000}");
+        assert_eq!(got, everything(&read_as_one_stream(&bad, &limits)));
+    }
+
+    /// Reads `gz` in parallel and as one stream: identical when no damage is seen; else the
+    /// same entries up to where each reading stopped (how much of a damaged part inflates
+    /// before the error depends on how the reads were sliced), with the damage reported.
+    fn same_as_one_stream(
+        gz: &[u8],
+        limits: &Limits,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let got = read_from(gz, "t.tar.gz", limits);
+        let want = read_as_one_stream(gz, limits);
+        let damaged = |b: &Result<Bundle, BundleError>| match b {
+            Ok(b) => b.diagnostics.iter().any(|d| d.message.contains("corrupt")),
+            Err(_) => true,
+        };
+        if !damaged(&want) {
+            proptest::prop_assert_eq!(everything(&got), everything(&want));
+        } else {
+            proptest::prop_assert!(damaged(&got));
+            let entries = |b: &Result<Bundle, BundleError>| {
+                b.as_ref().map_or(vec![], |b| {
+                    b.entries
+                        .iter()
+                        .map(|e| (e.path.clone(), e.bytes))
+                        .collect()
+                })
+            };
+            let (g, w) = (entries(&got), entries(&want));
+            let common = g.len().min(w.len());
+            proptest::prop_assert_eq!(&g[..common], &w[..common]);
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Members cut between entries (as the collector writes them) or anywhere, with refused
+        /// entries, an end-of-archive block in the middle, damage anywhere (a member's data,
+        /// its CRC, its claimed sizes), and an entry cap: read as the same bytes read as one
+        /// stream.
+        #[test]
+        fn members_read_as_one_stream(
+            n in 1usize..40,
+            cuts in proptest::collection::vec((proptest::bool::ANY, 0usize..3_000_000), 0..8),
+            links in proptest::collection::vec(0usize..40, 0..2),
+            marker in proptest::option::of(0usize..40),
+            hits in proptest::collection::vec((0usize..4_000_000, 0u8..=255), 0..2),
+            threads in 1usize..4,
+            max_entries in proptest::option::of(1u64..50),
+        ) {
+            let mut files = node_files(n);
+            for l in links {
+                let at = l % files.len();
+                files.insert(at, (format!("b/proc/link{at}@"), vec![]));
+            }
+            let (mut tar, ends) = tar_of(&files);
+            let mut cuts: Vec<usize> = cuts
+                .iter()
+                .map(|&(between, c)| if between { ends[c % ends.len()] } else { c })
+                .collect();
+            if let Some(m) = marker {
+                // Two zero blocks after an entry, in a member of their own, then the rest.
+                let at = ends[m % ends.len()];
+                tar.splice(at..at, [0u8; 1024]);
+                cuts.retain(|&c| c % (tar.len() + 1) <= at);
+                cuts.extend([at, at + 1024]);
+            }
+            let mut gz = gzip_members(&tar, &cuts);
+            for (at, x) in hits {
+                let len = gz.len();
+                gz[at % len] ^= x;
+            }
+            let limits = Limits {
+                inflate_threads: threads,
+                max_entries: max_entries.unwrap_or(Limits::default().max_entries),
+                ..Limits::default()
+            };
+            same_as_one_stream(&gz, &limits)?;
+        }
+    }
+}
