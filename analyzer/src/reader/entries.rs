@@ -5,7 +5,7 @@ use std::io::Read;
 
 use memgap_collector::bundle::{members, pack};
 
-use super::stream::{fill_chunk, inflate, Shared, Stream, CHUNK};
+use super::stream::{inflate, inflate_member, Shared, Stream};
 use super::{index_pack, safe_path, BundleError, FileRef, Level, Limits, Loc, Reading, MAX_PATH};
 
 /// A pack's files, indexed where the pack was read, and the damage that stopped the indexing.
@@ -209,24 +209,8 @@ fn read_members(
         return read_serially(gz, raw, limits, limits.max_total_bytes);
     }
     let one = |m: &members::Member| -> Option<Scanned> {
-        let mut d = flate2::bufread::GzDecoder::new(&gz[m.range.clone()]);
-        let mut r = (&mut d).take(m.isize as u64 + 1);
-        let (mut chunks, mut got) = (Vec::new(), 0u64);
-        loop {
-            let (chunk, res) = fill_chunk(&mut r);
-            res.ok()?;
-            got += chunk.len() as u64;
-            let last = chunk.len() < CHUNK;
-            if !chunk.is_empty() {
-                chunks.push(chunk);
-            }
-            if last {
-                break;
-            }
-        }
-        if got != m.isize as u64 || !d.into_inner().is_empty() {
-            return None;
-        }
+        let (data, crc) = m.deflate(gz);
+        let chunks = inflate_member(data, m.isize, crc)?;
         let stream = std::cell::RefCell::new(Stream::filled(chunks));
         let mut events = Vec::new();
         let ending = scan(&stream, limits, |ev, _| {

@@ -192,9 +192,10 @@ impl std::io::Seek for Shared<'_> {
 static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 const SPARE_MAX: usize = 128; // 32 MiB
 
+/// An empty chunk, [`CHUNK`] bytes of capacity.
 fn spare_chunk() -> Vec<u8> {
     let reused = SPARE.lock().ok().and_then(|mut s| s.pop());
-    reused.unwrap_or_else(|| vec![0; CHUNK])
+    reused.unwrap_or_else(|| Vec::with_capacity(CHUNK))
 }
 
 /// The blobs of a bundle; chunk-sized ones go back to [`SPARE`] when the bundle is dropped.
@@ -216,7 +217,7 @@ impl Drop for Blobs {
                 break;
             }
             if b.capacity() == CHUNK {
-                b.resize(CHUNK, 0);
+                b.clear();
                 spare.push(b);
             }
         }
@@ -251,6 +252,7 @@ pub(super) fn inflate(r: impl Read, left: u64, tx: &Pieces) {
 /// error that stopped it, if any.
 pub(super) fn fill_chunk(r: &mut impl Read) -> (Vec<u8>, std::io::Result<()>) {
     let mut chunk = spare_chunk();
+    chunk.resize(CHUNK, 0); // `Read` writes only into initialized bytes
     let mut n = 0;
     let res = loop {
         match r.read(&mut chunk[n..]) {
@@ -269,10 +271,77 @@ pub(super) fn fill_chunk(r: &mut impl Read) -> (Vec<u8>, std::io::Result<()>) {
     (chunk, res)
 }
 
+/// A gzip member's raw deflate `data` inflated into chunks, if it inflates to exactly `size`
+/// bytes whose CRC-32 is `crc`, its deflate stream ending exactly where `data` does. Inflated
+/// straight into the chunks' spare capacity: no zeroing, no copy through a reader.
+pub(super) fn inflate_member(data: &[u8], size: u32, crc: u32) -> Option<Vec<Vec<u8>>> {
+    let mut d = flate2::Decompress::new(false);
+    let mut sum = flate2::Crc::new();
+    let (mut chunks, mut input) = (Vec::new(), data);
+    loop {
+        let mut chunk = spare_chunk();
+        let status = loop {
+            let (was_in, was_out) = (d.total_in(), d.total_out());
+            let status = d
+                .decompress_vec(input, &mut chunk, flate2::FlushDecompress::None)
+                .ok()?;
+            input = &input[(d.total_in() - was_in) as usize..];
+            if d.total_out() > size as u64 {
+                return None; // more than it claims: a bomb, or damage
+            }
+            let stuck = d.total_in() == was_in && d.total_out() == was_out;
+            if status == flate2::Status::StreamEnd || chunk.len() == CHUNK || stuck {
+                break status;
+            }
+        };
+        sum.update(&chunk);
+        let full = chunk.len() == CHUNK;
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        match status {
+            flate2::Status::StreamEnd => break,
+            _ if full => {}
+            // No progress with room left: the data ended before the deflate stream did.
+            _ => return None,
+        }
+    }
+    let whole = input.is_empty() && d.total_out() == size as u64 && sum.sum() == crc;
+    whole.then_some(chunks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{read_from, Limits};
-    use super::CHUNK;
+    use super::{inflate_member, CHUNK};
+
+    /// Raw deflate of `data`, and its CRC-32.
+    fn deflated(data: &[u8]) -> (Vec<u8>, u32) {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, data).unwrap();
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        (e.finish().unwrap(), crc.sum())
+    }
+
+    #[test]
+    fn a_member_inflates_only_to_exactly_what_it_claims() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let (z, crc) = deflated(&data);
+            let size = len as u32;
+            let chunks = inflate_member(&z, size, crc).expect("whole");
+            assert!(chunks.iter().all(|c| c.len() <= CHUNK && !c.is_empty()));
+            assert_eq!(chunks.concat(), data, "{len} bytes");
+            // Every claim that is not exactly right is refused.
+            assert!(inflate_member(&z, size + 1, crc).is_none());
+            assert!(inflate_member(&z, size.wrapping_sub(1), crc).is_none());
+            assert!(inflate_member(&z, size, crc ^ 1).is_none());
+            assert!(inflate_member(&z[..z.len() - 1], size, crc).is_none());
+            assert!(inflate_member(&[&z[..], b"x"].concat(), size, crc).is_none());
+        }
+        assert!(inflate_member(b"not deflate at all", 5, 0).is_none());
+    }
 
     /// A tar whose entries end exactly at chunk boundaries, straddle them, or are empty right
     /// after one, without the end-of-archive blocks: every file must read back whole.

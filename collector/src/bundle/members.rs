@@ -131,6 +131,17 @@ pub fn members(gz: &[u8]) -> Option<Vec<Member>> {
     (!out.is_empty()).then_some(out)
 }
 
+impl Member {
+    /// The member's raw deflate data, and the CRC-32 its trailer gives (of `gz`, the stream
+    /// [`members`] found it in).
+    pub fn deflate<'a>(&self, gz: &'a [u8]) -> (&'a [u8], u32) {
+        let m = &gz[self.range.clone()];
+        let (data, trailer) = m[HEADER_LEN..].split_at(m.len() - HEADER_LEN - TRAILER_LEN);
+        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        (data, crc)
+    }
+}
+
 /// The first bytes a stream of members starts with: a reader that sees them can read the whole
 /// stream into memory and look for the members.
 pub fn starts_members(head: &[u8]) -> bool {
@@ -181,6 +192,15 @@ mod tests {
             [&b"after"[..], &big[..100]].concat()
         );
         assert!(starts_members(&gz));
+        // Its raw deflate data and CRC, as a reader without a gzip decoder takes them.
+        let (data, crc) = ms[1].deflate(&gz);
+        let mut tar = Vec::new();
+        flate2::read::DeflateDecoder::new(data)
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut want = Crc::new();
+        want.update(&tar);
+        assert_eq!((tar.len(), crc), (105, want.sum()));
     }
 
     #[test]
