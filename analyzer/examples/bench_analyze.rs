@@ -32,6 +32,18 @@ fn main() {
     // sink on every thread: a reference for how much of reading parallel inflating saves.
     let members = memgap_collector::bundle::members::members(&gz);
     let mut par_floor = vec![];
+    // The same tar as one gzip stream (as earlier collectors wrote it), to show what members
+    // cost the floor itself.
+    let one_stream = members.as_ref().map(|_| {
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(&gz[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        std::io::Write::write_all(&mut e, &tar).unwrap();
+        e.finish().unwrap()
+    });
+    let mut one_floor = vec![];
     let (mut rules_par, mut rules_one) = (vec![], vec![]);
     let set = rules::RuleSet::builtin().expect("rules");
     let one = rayon::ThreadPoolBuilder::new()
@@ -48,6 +60,15 @@ fn main() {
         )
         .unwrap();
         floor.push(t.elapsed());
+        if let Some(one) = &one_stream {
+            let t = Instant::now();
+            std::io::copy(
+                &mut flate2::read::GzDecoder::new(&one[..]),
+                &mut std::io::sink(),
+            )
+            .unwrap();
+            one_floor.push(t.elapsed());
+        }
         if let Some(ms) = &members {
             use rayon::prelude::*;
             let t = Instant::now();
@@ -107,6 +128,11 @@ fn main() {
     );
     println!("decompress to a sink (floor):     {f:>8.1} ms (median of {runs})");
     if members.is_some() {
+        let one = med(&mut one_floor);
+        println!(
+            "  the tar as one gzip stream:      {one:>8.1} ms (reference; ratio to it {:.2})",
+            t / one
+        );
         println!(
             "  gzip members on {} threads:      {:>8.1} ms (reference)",
             rayon::current_num_threads(),
