@@ -190,3 +190,40 @@ fn real_v2_session_scope() {
     );
     assert!(c.pressure.is_some());
 }
+
+/// A node big enough for several gzip members, through the real collector: read on 1 and 2
+/// threads, its members inflated and scanned, it gives the same analysis, to the byte, as the
+/// same tar recompressed as one gzip stream (how earlier collectors wrote it).
+#[test]
+fn a_bundle_of_gzip_members_reads_as_one_stream() {
+    use std::io::{Read, Write};
+    let d = common::scratch();
+    synth::generate(d.path(), &Spec::new(Version::V1, 600, 300)).unwrap();
+    let gz = collect(d.path());
+    let members = memgap_collector::bundle::members::members(&gz).expect("members");
+    assert!(members.len() >= 3, "{} members", members.len());
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&gz[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut one = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    one.write_all(&tar).unwrap();
+    let one = one.finish().unwrap();
+    assert!(memgap_collector::bundle::members::members(&one).is_none());
+    let rules = memgap_analyzer::rules::RuleSet::builtin().unwrap();
+    let json = |gz: &[u8], threads: usize| {
+        let limits = Limits {
+            inflate_threads: threads,
+            ..Limits::default()
+        };
+        let b = reader::read_from(gz, "node.tar.gz", &limits).unwrap();
+        let a = memgap_analyzer::Analysis::of(b, &rules);
+        assert!(a.diagnostics.is_empty(), "{:?}", a.diagnostics);
+        let min = memgap_analyzer::rules::Severity::Info;
+        String::from_utf8(memgap_analyzer::output::json(&[a], min).unwrap()).unwrap()
+    };
+    let want = json(&one, 1);
+    assert!(want.contains("kubepods"));
+    assert!(json(&gz, 1) == want, "members on 1 thread");
+    assert!(json(&gz, 2) == want, "members on 2 threads");
+}

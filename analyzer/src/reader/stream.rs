@@ -250,7 +250,7 @@ pub(super) fn inflate(r: impl Read, left: u64, tx: &Pieces) {
 
 /// A chunk (recycled: see [`SPARE`]) filled from `r` up to [`CHUNK`] bytes or `r`'s end; the
 /// error that stopped it, if any.
-pub(super) fn fill_chunk(r: &mut impl Read) -> (Vec<u8>, std::io::Result<()>) {
+fn fill_chunk(r: &mut impl Read) -> (Vec<u8>, std::io::Result<()>) {
     let mut chunk = spare_chunk();
     chunk.resize(CHUNK, 0); // `Read` writes only into initialized bytes
     let mut n = 0;
