@@ -716,14 +716,11 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Reading, Bundle
 /// The path without empty and `.` components; the path itself back if it is absolute or has a
 /// `..` component (refused).
 fn safe_path(p: String) -> Result<String, String> {
-    if p.starts_with('/') || p.contains('\0') {
+    if p.starts_with('/') || memchr::memchr(0, p.as_bytes()).is_some() {
         return Err(p);
     }
-    // Usually clean already (no empty, `.` or `..` component): kept as it is.
-    if p.as_bytes()
-        .split(|&b| b == b'/')
-        .all(|c| !matches!(c, b"" | b"." | b".."))
-    {
+    // Usually clean already: kept as it is.
+    if is_clean(p.as_bytes()) {
         return Ok(p);
     }
     let parts: Vec<&str> = p
@@ -736,12 +733,42 @@ fn safe_path(p: String) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// Whether a path has no empty, `.` or `..` component. Looks only at the dots and slashes: a
+/// component-by-component check cost ~1,400 instructions per tar entry.
+fn is_clean(p: &[u8]) -> bool {
+    if p.first().is_none_or(|&b| b == b'/')
+        || p.last() == Some(&b'/')
+        || memchr::memmem::find(p, b"//").is_some()
+    {
+        return false;
+    }
+    // A `.` or `..` component is a dot that starts a component and ends it, or is followed
+    // by one more dot that ends it.
+    let ends = |i: usize| p.get(i).is_none_or(|&b| b == b'/');
+    memchr::memchr_iter(b'.', p).all(|i| {
+        let starts = i == 0 || p[i - 1] == b'/';
+        !(starts && (ends(i + 1) || (p.get(i + 1) == Some(&b'.') && ends(i + 2))))
+    })
+}
+
 /// Top-level names a bundle's content starts with, when it has no top folder.
 const ROOT_NAMES: &[&str] = &["proc", "sys", "memgap", "snapshots", bundle::MANIFEST];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The dot-and-slash check agrees with splitting the path into components.
+        #[test]
+        fn clean_paths_as_components_say(p in "[a./]{0,12}|[a-z.]{0,4}(/[a-z.]{0,4}){0,4}") {
+            let by_components = p
+                .as_bytes()
+                .split(|&b| b == b'/')
+                .all(|c| !matches!(c, b"" | b"." | b".."));
+            proptest::prop_assert_eq!(is_clean(p.as_bytes()), by_components, "{:?}", p);
+        }
+    }
 
     #[test]
     fn safe_paths() {
