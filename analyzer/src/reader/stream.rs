@@ -211,15 +211,20 @@ impl std::ops::Deref for Blobs {
 
 impl Drop for Blobs {
     fn drop(&mut self) {
-        let Ok(mut spare) = SPARE.lock() else { return };
-        for mut b in self.0.drain(..) {
-            if spare.len() >= SPARE_MAX {
-                break;
-            }
-            if b.capacity() == CHUNK {
-                b.clear();
-                spare.push(b);
-            }
+        recycle(self.0.drain(..));
+    }
+}
+
+/// Gives chunk-sized blobs back to [`SPARE`], as many as it keeps.
+fn recycle(blobs: impl IntoIterator<Item = Vec<u8>>) {
+    let Ok(mut spare) = SPARE.lock() else { return };
+    for mut b in blobs {
+        if spare.len() >= SPARE_MAX {
+            break;
+        }
+        if b.capacity() == CHUNK {
+            b.clear();
+            spare.push(b);
         }
     }
 }
@@ -306,8 +311,16 @@ pub(super) fn inflate_member(data: &[u8], size: u32, crc: u32) -> Option<Vec<Vec
             _ => return None,
         }
     }
-    let whole = input.is_empty() && d.total_out() == size as u64 && sum.sum() == crc;
-    whole.then_some(chunks)
+    if !(input.is_empty() && d.total_out() == size as u64 && sum.sum() == crc) {
+        return None;
+    }
+    // A member's last chunk is mostly empty (a member ends at an entry boundary): kept at its
+    // size, so a bundle does not hold a quarter MiB per member for a few KiB.
+    if let Some(last) = chunks.last_mut().filter(|c| c.len() < CHUNK / 2) {
+        let small = last.to_vec();
+        recycle([std::mem::replace(last, small)]);
+    }
+    Some(chunks)
 }
 
 #[cfg(test)]
@@ -332,6 +345,9 @@ mod tests {
             let size = len as u32;
             let chunks = inflate_member(&z, size, crc).expect("whole");
             assert!(chunks.iter().all(|c| c.len() <= CHUNK && !c.is_empty()));
+            // A mostly empty last chunk is kept at its size.
+            let last = chunks.last().filter(|c| c.len() < CHUNK / 2);
+            assert!(last.is_none_or(|c| c.capacity() < CHUNK / 2), "{len} bytes");
             assert_eq!(chunks.concat(), data, "{len} bytes");
             // Every claim that is not exactly right is refused.
             assert!(inflate_member(&z, size + 1, crc).is_none());
