@@ -318,8 +318,10 @@ fn members_in_memory<R: Read>(
     mut r: R,
     limits: &Limits,
 ) -> Result<Vec<u8>, std::io::Chain<std::io::Cursor<Vec<u8>>, R>> {
-    let mut head = Vec::with_capacity(32);
-    let peeked = (&mut r).take(20).read_to_end(&mut head);
+    let mut head = Vec::with_capacity(members::HEADER_LEN);
+    let peeked = (&mut r)
+        .take(members::HEADER_LEN as u64)
+        .read_to_end(&mut head);
     if peeked.is_err() || !members::starts_members(&head) {
         return Err(std::io::Cursor::new(head).chain(r));
     }

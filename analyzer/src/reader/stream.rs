@@ -229,7 +229,7 @@ fn recycle(blobs: impl IntoIterator<Item = Vec<u8>>) {
     }
 }
 
-pub(super) type Pieces = crossbeam_channel::Sender<std::io::Result<Vec<u8>>>;
+type Pieces = crossbeam_channel::Sender<std::io::Result<Vec<u8>>>;
 
 /// Inflates the gzip stream `r` (all its members) into chunks until its end, an error, the
 /// `left` bytes cap, or the reader hanging up.

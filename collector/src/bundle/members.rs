@@ -20,8 +20,8 @@ pub const MEMBER_BYTES: u64 = 1 << 20;
 /// The fixed part of a member header: magic, deflate, FEXTRA, mtime 0, no extra flags, OS
 /// unknown, XLEN 8, subfield `MG` of 4 bytes.
 const HEADER: [u8; 16] = [0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 255, 8, 0, b'M', b'G', 4, 0];
-/// The fixed header plus the member's length.
-const HEADER_LEN: usize = HEADER.len() + 4;
+/// The fixed header plus the member's length: what a reader peeks at (see [`starts_members`]).
+pub const HEADER_LEN: usize = HEADER.len() + 4;
 /// CRC-32 and ISIZE.
 const TRAILER_LEN: usize = 8;
 
