@@ -8,13 +8,14 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::html::Templates;
 use crate::rules::{RuleSet, Severity};
 use crate::{reader, Analysis};
+
+pub mod lines;
 
 /// One bundle to analyze and the name it goes by in the output.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,30 +191,41 @@ pub struct RuleStats(BTreeMap<String, RuleStat>);
 
 impl RuleStats {
     pub fn add(&mut self, f: &FindingLine<'_>) {
-        let s = match self.0.get_mut(&*f.rule) {
+        let page = f.page.as_deref();
+        self.add_one(&f.rule, &f.title, f.severity, &f.bundle, page, f.bytes);
+    }
+
+    /// Adds one finding, given by the fields of its line that count.
+    pub fn add_one(
+        &mut self,
+        rule: &str,
+        title: &str,
+        severity: Severity,
+        bundle: &str,
+        page: Option<&str>,
+        bytes: Option<u64>,
+    ) {
+        let s = match self.0.get_mut(rule) {
             Some(s) => s,
-            None => self
-                .0
-                .entry(f.rule.to_string())
-                .or_insert_with(|| RuleStat {
-                    rule: f.rule.to_string(),
-                    ..Default::default()
-                }),
+            None => self.0.entry(rule.to_string()).or_insert_with(|| RuleStat {
+                rule: rule.to_string(),
+                ..Default::default()
+            }),
         };
         // The latest line's title wins (copied into the string already there).
         s.title.clear();
-        s.title.push_str(&f.title);
-        s.severity = s.severity.max(Some(f.severity));
-        if !s.bundles.contains(&*f.bundle) {
-            s.bundles.insert(f.bundle.to_string());
+        s.title.push_str(title);
+        s.severity = s.severity.max(Some(severity));
+        if !s.bundles.contains(bundle) {
+            s.bundles.insert(bundle.to_string());
             if s.pages.len() < 20 {
-                if let Some(p) = &f.page {
-                    s.pages.insert(f.bundle.to_string(), p.to_string());
+                if let Some(p) = page {
+                    s.pages.insert(bundle.to_string(), p.to_string());
                 }
             }
         }
         s.subjects += 1;
-        s.bytes += f.bytes.unwrap_or(0);
+        s.bytes += bytes.unwrap_or(0);
     }
 
     /// Adds the statistics of the bundles after these (one bundle's, in a batch), as if their
@@ -396,8 +408,12 @@ fn one(
         } else {
             None
         };
-        let (row, lines) = summarize(&input.name, page, &a);
-        let (json, stats) = serialize(&lines);
+        let row = summarize(&input.name, page, &a);
+        let (mut json, mut stats) = (
+            Vec::with_capacity(a.findings.len() * 800),
+            RuleStats::default(),
+        );
+        lines::write(&input.name, page, &a, &mut json, &mut stats);
         Ok((row, json, stats))
     };
     let failed = |e| (error_line(&input.name, e), Vec::new(), RuleStats::default());
@@ -409,23 +425,6 @@ fn one(
             input.name
         )),
     }
-}
-
-/// A bundle's finding lines as JSON lines, and their statistics.
-fn serialize(lines: &[FindingLine<'_>]) -> (Vec<u8>, RuleStats) {
-    let mut stats = RuleStats::default();
-    let mut json = Vec::with_capacity(lines.len() * 800);
-    for l in lines {
-        stats.add(l);
-        // Into memory, these types always serialize; were one not to, its line is left out
-        // whole rather than cut.
-        let start = json.len();
-        match serde_json::to_writer(&mut json, l) {
-            Ok(()) => json.push(b'\n'),
-            Err(_) => json.truncate(start),
-        }
-    }
-    (json, stats)
 }
 
 fn error_line(bundle: &str, error: String) -> BundleLine {
@@ -448,17 +447,13 @@ fn error_line(bundle: &str, error: String) -> BundleLine {
     }
 }
 
-/// A bundle's line and its findings' lines.
-pub fn summarize<'a>(
-    bundle: &'a str,
-    page: Option<&'a str>,
-    a: &'a Analysis,
-) -> (BundleLine, Vec<FindingLine<'a>>) {
+/// A bundle's line (its findings' lines: [`lines::write`]).
+pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> BundleLine {
     let m = &a.model;
     let b = &m.bundle;
     let count = |s| a.findings.iter().filter(|f| f.severity == s).count();
     let top = crate::rules::engine::by_importance(&a.findings);
-    let line = BundleLine {
+    BundleLine {
         bundle: bundle.to_string(),
         page: page.map(str::to_string),
         host: b.hostname.clone(),
@@ -484,44 +479,7 @@ pub fn summarize<'a>(
             .collect(),
         diagnostics: a.diagnostics.len(),
         error: None,
-    };
-    let lines = a
-        .findings
-        .iter()
-        .map(|f| {
-            let k = f.k8s.as_ref();
-            let name = |n: &'a Option<Arc<str>>| n.as_deref().map(Cow::Borrowed);
-            FindingLine {
-                bundle: bundle.into(),
-                page: page.map(Cow::Borrowed),
-                host: b.hostname.as_str().into(),
-                collected_at: b.collected_at.as_str().into(),
-                rule: f.rule.as_ref().into(),
-                title: f.title.as_ref().into(),
-                cause: f.cause.as_ref().into(),
-                severity: f.severity,
-                scope: match f.scope {
-                    crate::rules::Scope::Node => "node".into(),
-                    crate::rules::Scope::Cgroup => "cgroup".into(),
-                },
-                subject: f.subject.as_ref().into(),
-                cgroup: f.cgroup_path.as_deref().map(Cow::Borrowed),
-                namespace: k.and_then(|k| name(&k.namespace)),
-                pod: k.and_then(|k| name(&k.pod)),
-                container: k.and_then(|k| name(&k.container)),
-                qos: k.and_then(|k| k.qos.map(Cow::Borrowed)),
-                bytes: f.bytes,
-                rank: f.rank,
-                summary: f.summary.as_ref().into(),
-                evidence: f
-                    .evidence
-                    .iter()
-                    .map(|e| (e.name.as_ref().into(), Cow::Borrowed(&e.value)))
-                    .collect(),
-            }
-        })
-        .collect();
-    (line, lines)
+    }
 }
 
 #[derive(Serialize)]

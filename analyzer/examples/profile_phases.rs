@@ -1,0 +1,57 @@
+//! Times each phase of one bundle's batch work on one thread, many times, for a profiler and
+//! for deciding what to work on. `RAYON_NUM_THREADS=1 target/release/examples/profile_phases BUNDLE [RUNS]`
+
+/// The allocator of the `memgap` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::time::Instant;
+
+use memgap_analyzer::{batch, reader, rules, Analysis};
+
+fn main() {
+    memgap_analyzer::alloc::keep_freed_memory(); // as the binary does
+    let mut a = std::env::args().skip(1);
+    let path = a.next().expect("usage: profile_phases BUNDLE [RUNS]");
+    let runs: usize = a.next().map_or(20, |r| r.parse().expect("RUNS"));
+    let set = rules::RuleSet::builtin().expect("rules");
+    let catalogue = rules::compile(&set);
+    let limits = reader::Limits {
+        inflate_threads: 1,
+        ..Default::default()
+    };
+    let names = ["read", "model", "rules", "lines", "json", "drop"];
+    let mut total = [0f64; 6];
+    for _ in 0..runs {
+        let mut t = Instant::now();
+        let mut lap = |i: usize, t: &mut Instant| {
+            total[i] += t.elapsed().as_secs_f64();
+            *t = Instant::now();
+        };
+        let mut b = reader::read(std::path::Path::new(&path), &limits).expect("read");
+        lap(0, &mut t);
+        let entries = std::mem::take(&mut b.entries);
+        let model = memgap_analyzer::model::build(&b);
+        drop(b);
+        lap(1, &mut t);
+        let mut an = Analysis::of_model(model, &catalogue);
+        an.entries = entries;
+        lap(2, &mut t);
+        let row = batch::summarize("b", None, &an);
+        lap(3, &mut t);
+        let (mut json, mut stats) = (Vec::new(), batch::RuleStats::default());
+        batch::lines::write("b", None, &an, &mut json, &mut stats);
+        std::hint::black_box((&row, &json));
+        lap(4, &mut t);
+        drop((row, json, stats));
+        drop(an);
+        lap(5, &mut t);
+    }
+    for (n, t) in names.iter().zip(total) {
+        println!("{n:6} {:6.2} ms", t * 1000.0 / runs as f64);
+    }
+    println!(
+        "total  {:6.2} ms",
+        total.iter().sum::<f64>() * 1000.0 / runs as f64
+    );
+}
