@@ -6,6 +6,7 @@ use std::io::Read;
 use memgap_collector::bundle::{members, pack};
 
 use super::stream::{inflate, inflate_member, Shared, Stream};
+use super::ustar;
 use super::{index_pack, safe_path, BundleError, FileRef, Level, Limits, Loc, Reading, MAX_PATH};
 
 /// A pack's files, indexed where the pack was read, and the damage that stopped the indexing.
@@ -66,11 +67,6 @@ fn scan(
         }
     };
     let mut scratch = Vec::new();
-    let refused = |level, path, message| Event::Refused {
-        level,
-        path,
-        message,
-    };
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
@@ -84,58 +80,23 @@ fn scan(
         let raw_path = entry.path_bytes();
         let ev = if raw_path.len() > MAX_PATH {
             let shown = String::from_utf8_lossy(&raw_path[..200]).into_owned();
-            let msg = format!(
+            let message = format!(
                 "refused: a {}-byte path (longer than any kernel path)",
                 raw_path.len()
             );
-            refused(Level::Warning, shown, msg)
+            Event::Refused {
+                level: Level::Warning,
+                path: shown,
+                message,
+            }
         } else {
             let path = crate::parse::text(&raw_path).into_owned();
             drop(raw_path);
-            let kind = entry.header().entry_type();
-            let size = entry.size();
-            if kind.is_dir() {
-                Event::Dir
-            } else if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-                let msg =
-                    format!("refused: a {kind:?} entry (only regular files belong in a bundle)");
-                refused(Level::Warning, path, msg)
-            } else {
-                match safe_path(path) {
-                    Err(path) => {
-                        let msg = "refused: absolute path or `..` component".into();
-                        refused(Level::Warning, path, msg)
-                    }
-                    Ok(clean) if size > limits.max_entry_bytes => {
-                        let msg = format!(
-                            "refused: {size} bytes is over the {}-byte entry limit",
-                            limits.max_entry_bytes
-                        );
-                        refused(Level::Warning, clean, msg)
-                    }
-                    Ok(clean) => {
-                        let start = entry.raw_file_position();
-                        let located = stream
-                            .borrow_mut()
-                            .locate(start, start.saturating_add(size));
-                        let Some(at) = located else {
-                            return Ending::Broken {
-                                entry: Some(clean),
-                                error: gz_err("unexpected end of data".into()),
-                            };
-                        };
-                        // Indexed here, while its bytes are in the cache (and, for a member,
-                        // on the thread that inflated it).
-                        let pack = is_pack(&clean).then(|| {
-                            index_pack(&stream.borrow().blobs[at.blob as usize], at, &mut scratch)
-                        });
-                        Event::File {
-                            path: clean,
-                            at,
-                            pack,
-                        }
-                    }
-                }
+            let (kind, size) = (entry.header().entry_type(), entry.size());
+            let start = entry.raw_file_position();
+            match entry_event(path, kind, size, start, stream, limits, &mut scratch) {
+                Ok(ev) => ev,
+                Err(broken) => return broken,
             }
         };
         if !on(ev, &stream.borrow().blobs) {
@@ -148,6 +109,67 @@ fn scan(
         Some(_) => Ending::Short,
         None => Ending::Marker,
     }
+}
+
+/// What an entry (its path as text, type, size and where its content starts in `stream`)
+/// is for the bundle; `Err`, the scan's end, when its content is not all in the stream.
+fn entry_event(
+    path: String,
+    kind: tar::EntryType,
+    size: u64,
+    start: u64,
+    stream: &std::cell::RefCell<Stream>,
+    limits: &Limits,
+    scratch: &mut Vec<FileRef>,
+) -> Result<Event, Ending> {
+    let refused = |path, message| Event::Refused {
+        level: Level::Warning,
+        path,
+        message,
+    };
+    if kind.is_dir() {
+        return Ok(Event::Dir);
+    }
+    if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+        let msg = format!("refused: a {kind:?} entry (only regular files belong in a bundle)");
+        return Ok(refused(path, msg));
+    }
+    let clean = match safe_path(path) {
+        Ok(clean) => clean,
+        Err(path) => {
+            return Ok(refused(
+                path,
+                "refused: absolute path or `..` component".into(),
+            ))
+        }
+    };
+    if size > limits.max_entry_bytes {
+        let msg = format!(
+            "refused: {size} bytes is over the {}-byte entry limit",
+            limits.max_entry_bytes
+        );
+        return Ok(refused(clean, msg));
+    }
+    let located = stream
+        .borrow_mut()
+        .locate(start, start.saturating_add(size));
+    let Some(at) = located else {
+        // A damaged compressed stream explains a damaged tar better than the tar's own error.
+        let gz = stream.borrow_mut().err.take();
+        return Err(Ending::Broken {
+            entry: Some(clean),
+            error: gz.map_or("unexpected end of data".into(), |g| g.to_string()),
+        });
+    };
+    // Indexed here, while its bytes are in the cache (and, for a member, on the thread that
+    // inflated it).
+    let pack =
+        is_pack(&clean).then(|| index_pack(&stream.borrow().blobs[at.blob as usize], at, scratch));
+    Ok(Event::File {
+        path: clean,
+        at,
+        pack,
+    })
 }
 
 /// Whether a path names a pack (see [`Reading::push`] for where it is taken as one).
@@ -211,12 +233,34 @@ fn read_members(
     let one = |m: &members::Member| -> Option<Scanned> {
         let (data, crc) = m.deflate(gz);
         let chunks = inflate_member(data, m.isize, crc)?;
+        let plain = ustar::walk(&chunks);
         let stream = std::cell::RefCell::new(Stream::filled(chunks));
         let mut events = Vec::new();
-        let ending = scan(&stream, limits, |ev, _| {
-            events.push(ev);
-            true
-        });
+        let ending = match plain {
+            Some((entries, end)) => {
+                let mut scratch = Vec::new();
+                let mut ending = match end {
+                    ustar::End::AtEnd => Ending::AtEnd,
+                    ustar::End::Marker => Ending::Marker,
+                };
+                for e in entries {
+                    // A plain path is at most 256 bytes: never over `MAX_PATH`.
+                    let (path, kind, size, start) = (e.path, e.kind, e.size, e.start);
+                    match entry_event(path, kind, size, start, &stream, limits, &mut scratch) {
+                        Ok(ev) => events.push(ev),
+                        Err(broken) => {
+                            ending = broken;
+                            break;
+                        }
+                    }
+                }
+                ending
+            }
+            None => scan(&stream, limits, |ev, _| {
+                events.push(ev);
+                true
+            }),
+        };
         Some(Scanned {
             blobs: stream.into_inner().blobs,
             events,

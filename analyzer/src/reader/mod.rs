@@ -13,6 +13,7 @@ use thiserror::Error;
 
 mod entries;
 mod stream;
+mod ustar;
 
 use entries::{read_targz, Ending, Event, Indexed};
 use stream::Blobs;
