@@ -507,12 +507,14 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
             }
             for c in &cg_rules {
                 for k in 0..batch.len() {
-                    run_one(c, &mut scopes[k], &subjects[k], model, &mut outs[k]);
+                    if !quiet(c, &mut scopes[k]) {
+                        run_one(c, &mut scopes[k], &subjects[k], model, &mut outs[k]);
+                    }
                 }
             }
             for c in &holding_rules {
                 for k in 0..batch.len() {
-                    if model.cgroups[batch[k]].holds_own() {
+                    if model.cgroups[batch[k]].holds_own() && !quiet(c, &mut scopes[k]) {
                         run_one(c, &mut scopes[k], &subjects[k], model, &mut outs[k]);
                     }
                 }
@@ -531,6 +533,17 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
         out.diagnostics.append(&mut o.diagnostics);
     }
     out
+}
+
+/// Whether a rule's compiled condition is `false` on the scope's subject, as it is for most
+/// rules on most cgroups: then nothing else needs evaluating (or its frames setting up).
+/// Anything else, a value that is not a boolean included, is [`run_rule`]'s to judge.
+fn quiet(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> bool {
+    let when = c.when.native.as_ref();
+    matches!(
+        when.and_then(|n| scope.eval(n)),
+        Some(native::V::Bool(false))
+    )
 }
 
 /// Cgroups evaluated together, rule by rule.
