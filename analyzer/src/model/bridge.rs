@@ -269,8 +269,15 @@ pub fn bridge(i: &Inputs) -> Option<Bridge> {
     if i.stat.is_empty() {
         return None;
     }
-    let mut parts: Vec<Part> = Vec::new();
-    let mut overlaps: Vec<Part> = Vec::new();
+    // Room for every part and overlap the version has (one allocation each, not three);
+    // parts beside usage are rare.
+    let (most_parts, most_overlaps) = if i.version == 2 {
+        (9 + V2_KERNEL_PARTS.len(), 6)
+    } else {
+        (8, 5)
+    };
+    let mut parts: Vec<Part> = Vec::with_capacity(most_parts);
+    let mut overlaps: Vec<Part> = Vec::with_capacity(most_overlaps);
     let mut beside: Vec<Part> = Vec::new();
     let push = |v: &mut Vec<Part>, key: &'static str, bytes: u64| {
         if bytes > 0 {

@@ -119,7 +119,8 @@ impl Text<'_> {
             return Ok(t.clone());
         }
         if let Some(pieces) = &self.native {
-            let mut out = String::new();
+            // Room for a summary and its numbers, which grew an empty string five times.
+            let mut out = String::with_capacity(256);
             if scope.render(pieces, &mut out).is_some() {
                 return Ok(out.trim().into());
             }
