@@ -30,12 +30,12 @@ fn main() {
         };
         let mut b = reader::read(std::path::Path::new(&path), &limits).expect("read");
         lap(0, &mut t);
-        let entries = std::mem::take(&mut b.entries);
+        let stored = std::mem::take(&mut b.stored);
         let model = memgap_analyzer::model::build(&b);
         drop(b);
         lap(1, &mut t);
         let mut an = Analysis::of_model(model, &catalogue);
-        an.entries = entries;
+        an.stored = stored;
         lap(2, &mut t);
         let row = batch::summarize("b", None, &an);
         lap(3, &mut t);

@@ -39,8 +39,8 @@ pub struct Analysis {
     pub findings: Vec<rules::Finding>,
     /// The bundle's problems, then rules that failed at run time.
     pub diagnostics: Vec<reader::Diagnostic>,
-    /// The bundle's entries (for the report's appendix); empty for a model built elsewhere.
-    pub entries: Vec<reader::EntryInfo>,
+    /// What the bundle stores (for the report's appendix); empty for a model built elsewhere.
+    pub stored: reader::Stored,
 }
 
 impl Analysis {
@@ -48,11 +48,11 @@ impl Analysis {
     /// taken whole: its entry list is kept for the report's appendix without a copy, and its
     /// bytes are freed before the rules run.
     pub fn of(mut b: reader::Bundle, rules: &impl rules::Evaluate) -> Analysis {
-        let entries = std::mem::take(&mut b.entries);
+        let stored = std::mem::take(&mut b.stored);
         let model = model::build(&b);
         drop(b);
         let mut a = Self::of_model(model, rules);
-        a.entries = entries;
+        a.stored = stored;
         a
     }
 
@@ -66,7 +66,7 @@ impl Analysis {
             model,
             findings: out.findings,
             diagnostics,
-            entries: Vec::new(),
+            stored: reader::Stored::default(),
         }
     }
 

@@ -568,24 +568,13 @@ fn cadvisor_rows(c: &Cgroup) -> Vec<Metric> {
 }
 
 fn files_view(a: &Analysis) -> FilesView<'_> {
-    let is_pack = |p: &str| p.ends_with(memgap_collector::bundle::pack::PACK_NAME);
-    let mut node: Vec<&EntryInfo> = a.entries.iter().filter(|e| !is_pack(&e.path)).collect();
-    node.truncate(500);
-    let packs = a.entries.iter().filter(|e| is_pack(&e.path));
-    let (mut cg, mut pr) = (0, 0);
-    for e in packs {
-        if e.path.contains("/sys/fs/cgroup/") || e.path.starts_with("sys/fs/cgroup/") {
-            cg += 1;
-        } else {
-            pr += 1;
-        }
-    }
+    let s = &a.stored;
     FilesView {
-        node,
-        cgroup_dirs: cg,
-        process_dirs: pr,
-        entries: a.entries.len(),
-        bytes: a.entries.iter().map(|e| e.bytes).sum(),
+        node: s.files.iter().take(500).collect(),
+        cgroup_dirs: s.cgroup_dirs,
+        process_dirs: s.process_dirs,
+        entries: s.entries,
+        bytes: s.bytes,
         missed: &a.model.bundle.missed,
         missed_not_listed: a.model.bundle.missed_not_listed,
     }

@@ -413,7 +413,7 @@ mod tests {
             Ok(b) => b,
             Err(e) => return format!("error: {e}"),
         };
-        let mut out = format!("{:?}\n{:?}\n", b.entries, b.diagnostics);
+        let mut out = format!("{:?}\n{:?}\n", b.stored, b.diagnostics);
         for f in b.samples.iter().chain([&b.shared]) {
             for (dir, list) in &f.dirs {
                 for r in list {
@@ -570,7 +570,8 @@ mod tests {
             proptest::prop_assert!(damaged(&got));
             let entries = |b: &Result<Bundle, BundleError>| {
                 b.as_ref().map_or(vec![], |b| {
-                    b.entries
+                    b.stored
+                        .files
                         .iter()
                         .map(|e| (e.path.clone(), e.bytes))
                         .collect()

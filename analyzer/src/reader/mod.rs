@@ -264,6 +264,37 @@ pub struct EntryInfo {
     pub bytes: u64,
 }
 
+/// What a bundle stores, for the report's appendix: its entries counted, the node's files
+/// listed, and the cgroup and process directories (packs) counted, not listed (a 5,000-cgroup
+/// bundle has 7,000 of them).
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// Entries that are not packs, in the bundle's order.
+    pub files: Vec<EntryInfo>,
+    pub cgroup_dirs: usize,
+    pub process_dirs: usize,
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+impl Stored {
+    /// Adds an entry, by its path below the bundle's top folder.
+    fn add(&mut self, path: &str, bytes: u64) {
+        self.entries += 1;
+        self.bytes += bytes;
+        if !path.ends_with(pack::PACK_NAME) {
+            self.files.push(EntryInfo {
+                path: path.to_string(),
+                bytes,
+            });
+        } else if path.contains("/sys/fs/cgroup/") || path.starts_with("sys/fs/cgroup/") {
+            self.cgroup_dirs += 1;
+        } else {
+            self.process_dirs += 1;
+        }
+    }
+}
+
 /// A bundle read into memory.
 #[derive(Debug)]
 pub struct Bundle {
@@ -274,7 +305,7 @@ pub struct Bundle {
     pub samples: Vec<Files>,
     /// Files outside the snapshots of a multi-sample bundle (OOM reports).
     pub shared: Files,
-    pub entries: Vec<EntryInfo>,
+    pub stored: Stored,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -347,7 +378,7 @@ struct Reading {
     manifest: Option<Manifest>,
     /// A manifest's format version newer than ours.
     too_new: Option<u32>,
-    entries: Vec<EntryInfo>,
+    stored: Stored,
     /// Reused while indexing each pack.
     scratch: Vec<FileRef>,
     /// Tar entries taken, and how many may be.
@@ -368,7 +399,7 @@ impl Reading {
             snaps: Vec::new(),
             manifest: None,
             too_new: None,
-            entries: Vec::new(),
+            stored: Stored::default(),
             scratch: Vec::new(),
             count: 0,
             max_entries: limits.max_entries,
@@ -425,10 +456,7 @@ impl Reading {
         } else {
             path
         };
-        self.entries.push(EntryInfo {
-            path: rel.clone(),
-            bytes: content.len() as u64,
-        });
+        self.stored.add(&rel, content.len() as u64);
         if rel == bundle::MANIFEST {
             self.read_manifest(content);
             return;
@@ -510,7 +538,7 @@ impl Reading {
             return Ok(());
         };
         match entry {
-            None if self.entries.is_empty() => {
+            None if self.stored.entries == 0 => {
                 return Err(BundleError::NotABundle {
                     path: self.source.clone(),
                     reason: format!("not a gzip-compressed tar archive: {error}"),
@@ -568,7 +596,7 @@ impl Reading {
             manifest: self.manifest,
             samples: Vec::new(),
             shared: Files::default(),
-            entries: self.entries,
+            stored: self.stored,
             diagnostics,
         };
         let (mut top, mut snaps) = (self.top, self.snaps);
@@ -705,7 +733,7 @@ fn read_dir(dir: &Path, source: &str, limits: &Limits) -> Result<Reading, Bundle
         }
     }
     raw.blobs = blobs;
-    if raw.entries.is_empty() {
+    if raw.stored.entries == 0 {
         return Err(BundleError::NotABundle {
             path: source.into(),
             reason: "the directory holds no files".into(),
