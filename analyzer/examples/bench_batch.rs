@@ -1,9 +1,10 @@
 //! Batch benchmark: N copies of a bundle (symbolic links) reviewed into one output directory,
-//! against decompressing all of them in-process on the same rayon pool, in the same run.
+//! against decompressing all of them in-process on the same rayon pool, in the same run:
+//! ROUNDS (3) of the two alternated, their median ratio; then once with a page per bundle.
 //!
 //! ```text
 //! cargo build --release -p memgap-analyzer --examples
-//! target/release/examples/bench_batch /tmp/synth5k.tar.gz 200
+//! target/release/examples/bench_batch /tmp/synth5k.tar.gz 200 [ROUNDS]
 //! ```
 
 /// The allocator of the `memgap` binary, so the figures are the binary's.
@@ -22,8 +23,10 @@ fn main() {
     memgap_analyzer::alloc::keep_freed_memory(); // as the binary does
     let mut args = std::env::args().skip(1);
     let bundle =
-        std::fs::canonicalize(args.next().expect("usage: bench_batch BUNDLE [N]")).expect("bundle");
+        std::fs::canonicalize(args.next().expect("usage: bench_batch BUNDLE [N] [ROUNDS]"))
+            .expect("bundle");
     let n: usize = args.next().map_or(200, |s| s.parse().expect("N"));
+    let rounds: usize = args.next().map_or(3, |s| s.parse().expect("ROUNDS"));
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("bundles");
     std::fs::create_dir_all(&src).unwrap();
@@ -33,19 +36,21 @@ fn main() {
     let inputs = batch::discover(std::slice::from_ref(&src));
     assert_eq!(inputs.len(), n);
 
-    let t = Instant::now();
-    let bytes: u64 = inputs
-        .par_iter()
-        .map(|i| {
-            let f = std::io::BufReader::new(std::fs::File::open(&i.path).unwrap());
-            std::io::copy(
-                &mut flate2::read::MultiGzDecoder::new(f),
-                &mut std::io::sink(),
-            )
-            .unwrap()
-        })
-        .sum();
-    let floor = t.elapsed().as_secs_f64();
+    let decompress = || -> (f64, u64) {
+        let t = Instant::now();
+        let bytes = inputs
+            .par_iter()
+            .map(|i| {
+                let f = std::io::BufReader::new(std::fs::File::open(&i.path).unwrap());
+                std::io::copy(
+                    &mut flate2::read::MultiGzDecoder::new(f),
+                    &mut std::io::sink(),
+                )
+                .unwrap()
+            })
+            .sum();
+        (t.elapsed().as_secs_f64(), bytes)
+    };
 
     let rules = RuleSet::builtin().unwrap();
     let templates = Templates::builtin().unwrap();
@@ -67,23 +72,34 @@ fn main() {
         assert_eq!(o.failed, 0);
         t.elapsed().as_secs_f64()
     };
-    let lines = run(false, &dir.path().join("out-lines"));
+    // Floor and batch alternate, round after round: this machine's speed drifts by tens of
+    // percent between runs, and a ratio of two runs made next to each other drifts less.
+    let (mut ratios, mut bytes) = (Vec::new(), 0);
+    println!("{n} bundles, {} threads", rayon::current_num_threads());
+    for round in 1..=rounds {
+        let (floor, b) = decompress();
+        bytes = b;
+        let lines = run(false, &dir.path().join("out-lines"));
+        println!(
+            "round {round}: decompress all (floor) {floor:.2} s, batch (index + JSON lines) \
+             {lines:.2} s: {:.2}x the floor",
+            lines / floor
+        );
+        ratios.push(lines / floor);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("{} MB of tar", bytes / 1_000_000);
+    println!(
+        "batch, index + JSON lines:        {:.2}x the floor (median of {rounds} rounds)",
+        ratios[ratios.len() / 2]
+    );
+    let (floor, _) = decompress();
     let pages = run(true, &dir.path().join("out-pages"));
-    let size = |p: &str| std::fs::metadata(dir.path().join(p)).map_or(0, |m| m.len());
     println!(
-        "{n} bundles ({} MB of tar), {} threads",
-        bytes / 1_000_000,
-        rayon::current_num_threads()
-    );
-    println!("decompress all (floor):           {floor:>8.2} s");
-    println!(
-        "batch, index + JSON lines:        {lines:>8.2} s  ({:.2}x the floor)",
-        lines / floor
-    );
-    println!(
-        "batch, with a page per bundle:    {pages:>8.2} s  ({:.2}x the floor)",
+        "batch, with a page per bundle:    {pages:.2} s, {:.2}x the floor ({floor:.2} s)",
         pages / floor
     );
+    let size = |p: &str| std::fs::metadata(dir.path().join(p)).map_or(0, |m| m.len());
     println!(
         "findings.jsonl {} MB, index.html {} KB",
         size("out-lines/findings.jsonl") / 1_000_000,

@@ -288,7 +288,6 @@ pub fn run(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Outcome> {
     use anyhow::Context as _;
-    use rayon::prelude::*;
     std::fs::create_dir_all(o.out.join("bundles"))
         .with_context(|| format!("creating {}", o.out.display()))?;
     let names = page_names(inputs);
@@ -311,37 +310,98 @@ pub fn run(
     };
     // Compiled once for the batch, not once per bundle.
     let catalogue = crate::rules::compile(o.rules);
-    let chunk = (rayon::current_num_threads() * 2).max(2);
     let jobs: Vec<(&Input, &String)> = inputs.iter().zip(&names).collect();
-    for batch in jobs.chunks(chunk) {
-        // Each bundle's finding lines are serialized and counted on the worker that analyzed
-        // it; here they are only written and merged, in input order.
-        let done: Vec<(BundleLine, Vec<u8>, RuleStats)> = batch
-            .par_iter()
-            .map(|(input, page)| {
-                let done = one(input, page, o, &catalogue);
-                progress.inc(1);
-                done
-            })
-            .collect();
-        for (row, json, bundle_stats) in done {
-            outcome.bundles += 1;
-            if let Some(e) = &row.error {
-                outcome.failed += 1;
-                progress.suspend(|| eprintln!("memgap: error: {e}"));
-            }
-            outcome.worst = outcome.worst.max(row.worst);
-            findings_out.write_all(&json)?;
-            stats.merge(bundle_stats);
-            serde_json::to_writer(&mut bundles_out, &row)?;
-            bundles_out.write_all(b"\n")?;
-            rows.push(row);
+    let mut write = |(row, json, bundle_stats): Done| -> anyhow::Result<()> {
+        outcome.bundles += 1;
+        if let Some(e) = &row.error {
+            outcome.failed += 1;
+            progress.suspend(|| eprintln!("memgap: error: {e}"));
         }
-    }
+        outcome.worst = outcome.worst.max(row.worst);
+        findings_out.write_all(&json)?;
+        stats.merge(bundle_stats);
+        serde_json::to_writer(&mut bundles_out, &row)?;
+        bundles_out.write_all(b"\n")?;
+        rows.push(row);
+        Ok(())
+    };
+    in_order(
+        &jobs,
+        |(input, page)| one(input, page, o, &catalogue),
+        progress,
+        &mut write,
+    )?;
     findings_out.flush()?;
     bundles_out.flush()?;
     write_index(o.out, o.templates, &rows, stats.sorted())?;
     Ok(outcome)
+}
+
+/// What analyzing one bundle gives: its line, its finding lines (JSON) and their statistics.
+type Done = (BundleLine, Vec<u8>, RuleStats);
+
+/// Analyzes the jobs on the rayon pool's number of threads and hands the results to `write`
+/// in the jobs' order, each as soon as those before it are written. At most two bundles per
+/// thread are analyzed or waiting to be written at once: memory is bounded by a few bundles,
+/// not the batch, and no thread waits for a slow bundle's neighbours or for the writing.
+/// Each bundle is analyzed on one thread (its own single-thread pool) when the batch has
+/// bundles enough for every thread: splitting one bundle's work across threads only cost
+/// the splitting there.
+fn in_order<J: Sync>(
+    jobs: &[J],
+    analyze: impl Fn(&J) -> Done + Sync,
+    progress: &indicatif::ProgressBar,
+    write: &mut impl FnMut(Done) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let threads = rayon::current_num_threads().max(1);
+    let ahead = threads * 2;
+    let solo = jobs.len() >= ahead;
+    let next = AtomicUsize::new(0);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Done)>();
+    // A ticket per bundle that may be in flight; the writer gives one back per bundle written.
+    let (ticket_tx, ticket_rx) = crossbeam_channel::bounded::<()>(ahead);
+    for _ in 0..ahead {
+        let _ = ticket_tx.send(());
+    }
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            let (done_tx, ticket_rx) = (done_tx.clone(), ticket_rx.clone());
+            let (next, analyze) = (&next, &analyze);
+            s.spawn(move || {
+                let pool = solo
+                    .then(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
+                    .flatten();
+                while ticket_rx.recv().is_ok() {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let done = match &pool {
+                        Some(p) => p.install(|| analyze(job)),
+                        None => analyze(job),
+                    };
+                    progress.inc(1);
+                    if done_tx.send((i, done)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Owned here: were writing to fail, dropping them stops the threads after the bundles
+        // they are on.
+        let (done_rx, ticket_tx) = (done_rx, ticket_tx);
+        let mut waiting: BTreeMap<usize, Done> = BTreeMap::new();
+        let mut i = 0;
+        for (k, done) in done_rx.iter() {
+            waiting.insert(k, done);
+            while let Some(done) = waiting.remove(&i) {
+                write(done)?;
+                i += 1;
+                let _ = ticket_tx.send(());
+            }
+        }
+        Ok(())
+    })
 }
 
 fn create(p: &Path) -> anyhow::Result<std::fs::File> {
@@ -630,6 +690,62 @@ mod tests {
         }
         let show = |s: RuleStats| format!("{:?}", s.sorted());
         assert_eq!(show(merged), show(one_by_one));
+    }
+
+    /// Jobs taking uneven times come out in order, never more than two per thread ahead of
+    /// the writing, and a failed write stops the batch early.
+    #[test]
+    fn bundles_are_written_in_order_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let ahead = rayon::current_num_threads().max(1) * 2;
+        let jobs: Vec<usize> = (0..60).collect();
+        let (written, most_ahead) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let analyze = |&j: &usize| {
+            most_ahead.fetch_max(j - written.load(SeqCst), SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros((j as u64 * 7919) % 3000));
+            (
+                error_line(&j.to_string(), String::new()),
+                Vec::new(),
+                RuleStats::default(),
+            )
+        };
+        let hidden = indicatif::ProgressBar::hidden();
+        let mut order = Vec::new();
+        in_order(&jobs, analyze, &hidden, &mut |d| {
+            order.push(d.0.bundle);
+            written.fetch_add(1, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let want: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+        assert_eq!(order, want);
+        assert!(most_ahead.load(SeqCst) < ahead, "{most_ahead:?} ahead");
+
+        let many: Vec<usize> = (0..10_000).collect();
+        let analyzed = AtomicUsize::new(0);
+        let mut n = 0;
+        let failed = in_order(
+            &many,
+            |_| {
+                analyzed.fetch_add(1, SeqCst);
+                (
+                    error_line("b", String::new()),
+                    Vec::new(),
+                    RuleStats::default(),
+                )
+            },
+            &hidden,
+            &mut |_| {
+                n += 1;
+                anyhow::ensure!(n < 3, "disk full");
+                Ok(())
+            },
+        );
+        assert_eq!(failed.unwrap_err().to_string(), "disk full");
+        assert!(
+            analyzed.load(SeqCst) < 3 + 2 * ahead,
+            "{analyzed:?} analyzed"
+        );
     }
 
     #[test]
