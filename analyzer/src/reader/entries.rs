@@ -137,10 +137,8 @@ fn entry_event(
     let clean = match safe_path(path) {
         Ok(clean) => clean,
         Err(path) => {
-            return Ok(refused(
-                path,
-                "refused: absolute path or `..` component".into(),
-            ))
+            let msg = "refused: absolute path or `..` component".into();
+            return Ok(refused(path, msg));
         }
     };
     if size > limits.max_entry_bytes {
@@ -232,40 +230,7 @@ fn read_members(
     }
     let one = |m: &members::Member| -> Option<Scanned> {
         let (data, crc) = m.deflate(gz);
-        let chunks = inflate_member(data, m.isize, crc)?;
-        let plain = ustar::walk(&chunks);
-        let stream = std::cell::RefCell::new(Stream::filled(chunks));
-        let mut events = Vec::new();
-        let ending = match plain {
-            Some((entries, end)) => {
-                let mut scratch = Vec::new();
-                let mut ending = match end {
-                    ustar::End::AtEnd => Ending::AtEnd,
-                    ustar::End::Marker => Ending::Marker,
-                };
-                for e in entries {
-                    // A plain path is at most 256 bytes: never over `MAX_PATH`.
-                    let (path, kind, size, start) = (e.path, e.kind, e.size, e.start);
-                    match entry_event(path, kind, size, start, &stream, limits, &mut scratch) {
-                        Ok(ev) => events.push(ev),
-                        Err(broken) => {
-                            ending = broken;
-                            break;
-                        }
-                    }
-                }
-                ending
-            }
-            None => scan(&stream, limits, |ev, _| {
-                events.push(ev);
-                true
-            }),
-        };
-        Some(Scanned {
-            blobs: stream.into_inner().blobs,
-            events,
-            ending,
-        })
+        Some(scan_member(inflate_member(data, m.isize, crc)?, limits))
     };
     // From member `i` on, as one stream.
     let rest = |raw, i: usize| {
@@ -324,6 +289,49 @@ fn read_members(
             _ => Ok(raw),
         }
     })
+}
+
+/// A member's entries, scanned as if it began the tar: its headers read by hand when they are
+/// all plain ([`ustar::walk`]), by the tar crate otherwise.
+fn scan_member(chunks: Vec<Vec<u8>>, limits: &Limits) -> Scanned {
+    let plain = ustar::walk(&chunks);
+    let stream = std::cell::RefCell::new(Stream::filled(chunks));
+    let mut events = Vec::new();
+    let ending = match plain {
+        Some((entries, end)) => {
+            let mut scratch = Vec::new();
+            let mut ending = match end {
+                ustar::End::AtEnd => Ending::AtEnd,
+                ustar::End::Marker => Ending::Marker,
+            };
+            // A plain path is at most 256 bytes: never over `MAX_PATH`.
+            for ustar::Plain {
+                path,
+                kind,
+                size,
+                start,
+            } in entries
+            {
+                match entry_event(path, kind, size, start, &stream, limits, &mut scratch) {
+                    Ok(ev) => events.push(ev),
+                    Err(broken) => {
+                        ending = broken;
+                        break;
+                    }
+                }
+            }
+            ending
+        }
+        None => scan(&stream, limits, |ev, _| {
+            events.push(ev);
+            true
+        }),
+    };
+    Scanned {
+        blobs: stream.into_inner().blobs,
+        events,
+        ending,
+    }
 }
 
 /// What taking a member means for the ones after it.
