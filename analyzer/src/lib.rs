@@ -45,7 +45,7 @@ pub struct Analysis {
 
 impl Analysis {
     /// Builds the model of the bundle's latest snapshot and applies the rules. The bundle is
-    /// taken whole: its entry list is kept for the report's appendix without a copy, and its
+    /// taken whole: what it stores is kept for the report's appendix without a copy, and its
     /// bytes are freed before the rules run.
     pub fn of(mut b: reader::Bundle, rules: &impl rules::Evaluate) -> Analysis {
         let stored = std::mem::take(&mut b.stored);

@@ -147,8 +147,8 @@ pub struct Headline {
     pub bytes: Option<u64>,
 }
 
-/// One line of `findings.jsonl`: borrowed from the analysis when a batch writes it (2,000
-/// findings a bundle, ~20 strings each, are not copied), owned when a merge reads it.
+/// One line of `findings.jsonl`, as a value: what [`lines::write`] writes for a finding
+/// (borrowed from the analysis by [`FindingLine::of`]), owned when a merge reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindingLine<'a> {
     pub bundle: Cow<'a, str>,
