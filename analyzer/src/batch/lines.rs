@@ -200,7 +200,7 @@ fn subject_fields(json: &mut Vec<u8>, f: &Finding) {
 }
 
 impl<'a> FindingLine<'a> {
-    /// A finding's line (what [`write`] writes, as a value).
+    /// A finding's line (what [`write()`] writes, as a value).
     pub fn of(bundle: &'a str, page: Option<&'a str>, a: &'a Analysis, f: &'a Finding) -> Self {
         use std::borrow::Cow;
         let b = &a.model.bundle;
