@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::parse::{self, flat, kv_kb, misc, nested, oom, slabinfo, sysvipc, Flat, Limit};
-use crate::reader::{Bundle, Diagnostic, Files, Level};
+use crate::reader::{Bundle, Diagnostic, DirView, Files, Level};
 use crate::FastMap;
 pub use bridge::{Bridge, Cadvisor, Part};
 use dirs::RawProcess;
@@ -392,7 +392,7 @@ fn cgroup_tree(
 ) -> (Vec<Cgroup>, Links, Notes) {
     let ((tree, mut notes), names) =
         rayon::join(|| skeleton(files, mounts), || k8s::Names::read(files));
-    let (cgroups, links, cgroup_notes) = read_cgroups(files, &tree, &names, mode);
+    let (cgroups, links, cgroup_notes) = read_cgroups(&tree, &names, mode);
     notes.extend(cgroup_notes.into_iter().flatten());
     (cgroups, links, notes)
 }
@@ -616,7 +616,18 @@ fn hierarchies(m: Option<&Manifest>, mode: CgroupMode) -> Vec<(String, u8)> {
 }
 
 /// Each cgroup's directory, path, hierarchy, version and parent, parents first.
-type Tree<'f> = Vec<(&'f str, &'f str, &'f str, u8, Option<usize>)>;
+/// A cgroup directory, in the bundle and in its hierarchy.
+struct Place<'f> {
+    dir: &'f str,
+    files: DirView<'f>,
+    /// Its path in the hierarchy (`/` for the root), the hierarchy's mount and version.
+    path: &'f str,
+    mount: &'f str,
+    version: u8,
+    parent: Option<usize>,
+}
+
+type Tree<'f> = Vec<Place<'f>>;
 
 /// The tree's shape (dirs_under is sorted: parents before children).
 fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Notes) {
@@ -627,7 +638,7 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
         // Bundle directory -> its cgroup's index.
         let mut index: FastMap<&str, usize> =
             FastMap::with_capacity_and_hasher(dirs.len(), Default::default());
-        for dir in dirs {
+        for (dir, files) in dirs {
             let rel = &dir[mount.len()..];
             let path = if rel.is_empty() { "/" } else { rel };
             let parent = match dir.rsplit_once('/') {
@@ -642,7 +653,14 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
                 ));
             }
             index.insert(dir, tree.len());
-            tree.push((dir, path, mount, *version, parent));
+            tree.push(Place {
+                dir,
+                files,
+                path,
+                mount,
+                version: *version,
+                parent,
+            });
         }
     }
     (tree, notes)
@@ -652,7 +670,6 @@ fn skeleton<'f>(files: &'f Files, mounts: &'f [(String, u8)]) -> (Tree<'f>, Note
 /// about its files. Unzipped straight into their vectors: a cgroup is ~1 KiB, and moving 5,000
 /// of them through an intermediate vector showed in profiles.
 fn read_cgroups(
-    files: &Files,
     skeleton: &Tree<'_>,
     names: &k8s::Names,
     mode: CgroupMode,
@@ -660,34 +677,31 @@ fn read_cgroups(
     // `/` and the mount point, one string per hierarchy for all its cgroups.
     let name = |mount: &str| -> Arc<str> { ["/", mount].concat().into() };
     let mut hierarchies: Vec<(&str, Arc<str>)> = Vec::new();
-    for (_, _, mount, _, _) in skeleton {
-        if !hierarchies.iter().any(|(m, _)| m == mount) {
+    for &Place { mount, .. } in skeleton {
+        if !hierarchies.iter().any(|(m, _)| *m == mount) {
             hierarchies.push((mount, name(mount)));
         }
     }
     let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
         .par_iter()
-        .map_init(
-            flat::Layouts::default,
-            |layouts, (dir, path, mount, version, parent)| {
-                let mut d = dirs::cgroup(dir, files.view(dir).iter(), layouts);
-                let notes = std::mem::take(&mut d.notes);
-                let at = Where {
-                    path,
-                    hierarchy: hierarchies
-                        .iter()
-                        .find_map(|(m, h)| (m == mount).then(|| Arc::clone(h)))
-                        .unwrap_or_else(|| name(mount)),
-                    version: *version,
-                    parent: *parent,
-                };
-                let mut c = read_cgroup(at, d);
-                if let Some(id) = &mut c.k8s {
-                    names.name(id);
-                }
-                (c, notes)
-            },
-        )
+        .map_init(flat::Layouts::default, |layouts, p| {
+            let mut d = dirs::cgroup(p.dir, p.files.iter(), layouts);
+            let notes = std::mem::take(&mut d.notes);
+            let at = Where {
+                path: p.path,
+                hierarchy: hierarchies
+                    .iter()
+                    .find_map(|(m, h)| (*m == p.mount).then(|| Arc::clone(h)))
+                    .unwrap_or_else(|| name(p.mount)),
+                version: p.version,
+                parent: p.parent,
+            };
+            let mut c = read_cgroup(at, d);
+            if let Some(id) = &mut c.k8s {
+                names.name(id);
+            }
+            (c, notes)
+        })
         .unzip();
     // One pass over the cgroups (~1.3 KiB each) for everything later steps need of all of them.
     let mut links = Links {
@@ -812,8 +826,8 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
     let read: Vec<dirs::ProcessDir> = files
         .dirs_under("proc")
         .par_iter()
-        .map_init(dirs::Recalled::default, |recalled, dir| {
-            dirs::process(dir, files.view(dir).iter(), recalled)
+        .map_init(dirs::Recalled::default, |recalled, (dir, files)| {
+            dirs::process(dir, files.iter(), recalled)
         })
         .collect();
     let (mut out, mut all) = (Vec::with_capacity(read.len()), Notes::new());
