@@ -230,7 +230,10 @@ fn read_members(
     }
     let one = |m: &members::Member| -> Option<Scanned> {
         let (data, crc) = m.deflate(gz);
-        Some(scan_member(inflate_member(data, m.isize, crc)?, limits))
+        Some(scan_member(
+            vec![inflate_member(data, m.isize, crc)?],
+            limits,
+        ))
     };
     // From member `i` on, as one stream.
     let rest = |raw, i: usize| {
@@ -365,9 +368,12 @@ fn take(raw: &mut Reading, scanned: Option<Scanned>) -> Flow {
 }
 
 /// Reads the whole compressed stream when it starts like a stream of members (so they can be
-/// found and inflated in parallel); `Err` gives back a reader of the stream from its start.
+/// found and inflated in parallel), into room for `size` bytes (the file's, when known: grown
+/// by doubling, a 2 MiB bundle was copied ~16 times); `Err` gives back a reader of the stream
+/// from its start.
 fn members_in_memory<R: Read>(
     mut r: R,
+    size: u64,
     limits: &Limits,
 ) -> Result<Vec<u8>, std::io::Chain<std::io::Cursor<Vec<u8>>, R>> {
     let mut head = Vec::with_capacity(members::HEADER_LEN);
@@ -380,14 +386,22 @@ fn members_in_memory<R: Read>(
     // Compressed bytes beyond the uncompressed cap cannot be a bundle we would read whole.
     let cap = limits.max_total_bytes.saturating_add(1 << 20);
     let mut gz = head;
+    // One byte more than the file, so that reading its end needs no growth.
+    gz.reserve_exact(
+        size.min(cap)
+            .saturating_add(1)
+            .saturating_sub(gz.len() as u64) as usize,
+    );
     match (&mut r).take(cap).read_to_end(&mut gz) {
         Ok(_) if (gz.len() as u64) < cap => Ok(gz),
         _ => Err(std::io::Cursor::new(gz).chain(r)),
     }
 }
 
+/// `size`: the compressed size when known (a file's), else 0.
 pub(super) fn read_targz(
     r: impl Read + Send,
+    size: u64,
     source: &str,
     limits: &Limits,
 ) -> Result<Reading, BundleError> {
@@ -401,7 +415,7 @@ pub(super) fn read_targz(
     };
     let raw = Reading::new(source, limits);
     let all = limits.max_total_bytes;
-    match members_in_memory(r, limits) {
+    match members_in_memory(r, size, limits) {
         Ok(gz) => match members::members(&gz) {
             Some(ms) => read_members(&gz, &ms, raw, limits, threads),
             _ => read_serially(&gz[..], raw, limits, all),

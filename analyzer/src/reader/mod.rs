@@ -346,7 +346,7 @@ pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
         read_dir(path, &source, limits)?
     } else {
         let f = std::fs::File::open(path).map_err(open)?;
-        read_targz(f, &source, limits)?
+        read_targz(f, meta.len(), &source, limits)?
     };
     raw.finish()
 }
@@ -357,7 +357,7 @@ pub fn read_from(
     source: &str,
     limits: &Limits,
 ) -> Result<Bundle, BundleError> {
-    read_targz(r, source, limits)?.finish()
+    read_targz(r, 0, source, limits)?.finish()
 }
 
 /// A bundle being read. Entries are put in their snapshot's files as they arrive, while the
