@@ -308,8 +308,6 @@ pub fn run(
         },
         ..*o
     };
-    // Compiled once for the batch, not once per bundle.
-    let catalogue = crate::rules::compile(o.rules);
     let jobs: Vec<(&Input, &String)> = inputs.iter().zip(&names).collect();
     let mut write = |(row, json, bundle_stats): Done| -> anyhow::Result<()> {
         outcome.bundles += 1;
@@ -325,9 +323,13 @@ pub fn run(
         rows.push(row);
         Ok(())
     };
+    // The rules compiled once per thread, not once per bundle; not once for all threads: the
+    // findings share the catalogue's strings, and counting references to them from both
+    // threads made contended cache lines.
     in_order(
         &jobs,
-        |(input, page)| one(input, page, o, &catalogue),
+        || crate::rules::compile(o.rules),
+        |catalogue, (input, page)| one(input, page, o, catalogue),
         progress,
         &mut write,
     )?;
@@ -346,10 +348,11 @@ type Done = (BundleLine, Vec<u8>, RuleStats);
 /// not the batch, and no thread waits for a slow bundle's neighbours or for the writing.
 /// Each bundle is analyzed on one thread (its own single-thread pool) when the batch has
 /// bundles enough for every thread: splitting one bundle's work across threads only cost
-/// the splitting there.
-fn in_order<J: Sync>(
+/// the splitting there. Each thread makes its own state (`init`) for its jobs.
+fn in_order<J: Sync, S: Send>(
     jobs: &[J],
-    analyze: impl Fn(&J) -> Done + Sync,
+    init: impl Fn() -> S + Sync,
+    analyze: impl Fn(&mut S, &J) -> Done + Sync,
     progress: &indicatif::ProgressBar,
     write: &mut impl FnMut(Done) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -367,17 +370,18 @@ fn in_order<J: Sync>(
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
             let (done_tx, ticket_rx) = (done_tx.clone(), ticket_rx.clone());
-            let (next, analyze) = (&next, &analyze);
+            let (next, init, analyze) = (&next, &init, &analyze);
             s.spawn(move || {
                 let pool = solo
                     .then(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
                     .flatten();
+                let mut state = init();
                 while ticket_rx.recv().is_ok() {
                     let i = next.fetch_add(1, Relaxed);
                     let Some(job) = jobs.get(i) else { break };
                     let done = match &pool {
-                        Some(p) => p.install(|| analyze(job)),
-                        None => analyze(job),
+                        Some(p) => p.install(|| analyze(&mut state, job)),
+                        None => analyze(&mut state, job),
                     };
                     progress.inc(1);
                     if done_tx.send((i, done)).is_err() {
@@ -700,7 +704,7 @@ mod tests {
         let ahead = rayon::current_num_threads().max(1) * 2;
         let jobs: Vec<usize> = (0..60).collect();
         let (written, most_ahead) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let analyze = |&j: &usize| {
+        let analyze = |_: &mut (), &j: &usize| {
             most_ahead.fetch_max(j - written.load(SeqCst), SeqCst);
             std::thread::sleep(std::time::Duration::from_micros((j as u64 * 7919) % 3000));
             (
@@ -711,7 +715,7 @@ mod tests {
         };
         let hidden = indicatif::ProgressBar::hidden();
         let mut order = Vec::new();
-        in_order(&jobs, analyze, &hidden, &mut |d| {
+        in_order(&jobs, || (), analyze, &hidden, &mut |d| {
             order.push(d.0.bundle);
             written.fetch_add(1, SeqCst);
             Ok(())
@@ -726,7 +730,8 @@ mod tests {
         let mut n = 0;
         let failed = in_order(
             &many,
-            |_| {
+            || (),
+            |_, _| {
                 analyzed.fetch_add(1, SeqCst);
                 (
                     error_line("b", String::new()),
