@@ -227,3 +227,47 @@ fn a_bundle_of_gzip_members_reads_as_one_stream() {
     assert!(json(&gz, 1) == want, "members on 1 thread");
     assert!(json(&gz, 2) == want, "members on 2 threads");
 }
+
+/// A process that no `cgroup.procs` lists is placed by its `/proc/PID/cgroup`; one that claims
+/// a cgroup the bundle lacks counts for none, and the model says so.
+#[test]
+fn processes_not_in_any_cgroup_procs_are_placed_by_their_own_cgroup_file() {
+    let d = common::scratch();
+    synth::generate(d.path(), &Spec::new(Version::V1, 80, 30)).unwrap();
+    let listed = model_of(&collect(d.path()));
+    let (a, b) = (&listed.processes[3], &listed.processes[7]);
+    let (pid_a, pid_b) = (a.pid, b.pid);
+    // Both taken out of every cgroup.procs; b's own file then names a cgroup that is not there.
+    for e in walkdir::WalkDir::new(d.path().join("sys/fs/cgroup/memory")) {
+        let e = e.unwrap();
+        if e.file_name() == "cgroup.procs" {
+            let t = std::fs::read_to_string(e.path()).unwrap();
+            let kept: String = t
+                .lines()
+                .filter(|l| {
+                    ![pid_a, pid_b]
+                        .map(|p| p.to_string())
+                        .contains(&l.to_string())
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(e.path(), kept).unwrap();
+        }
+    }
+    let own = d.path().join(format!("proc/{pid_b}/cgroup"));
+    std::fs::write(&own, "7:memory:/nowhere\n0::/\n").unwrap();
+    let m = model_of(&collect(d.path()));
+    let at = |pid: u32| m.processes.iter().find(|p| p.pid == pid).unwrap();
+    assert_eq!(at(pid_a).cgroup_index, a.cgroup_index);
+    assert_eq!(at(pid_a).cgroup, a.cgroup);
+    assert_eq!(at(pid_b).cgroup_index, None);
+    assert_eq!(at(pid_b).cgroup.as_deref(), Some("/nowhere"));
+    let said = format!(
+        "1 process(es) are in cgroups the bundle does not hold (PID {pid_b} claims /nowhere)"
+    );
+    assert!(
+        m.diagnostics.iter().any(|d| d.message.starts_with(&said)),
+        "{:?}",
+        m.diagnostics
+    );
+}

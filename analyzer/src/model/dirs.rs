@@ -8,8 +8,9 @@ use crate::reader::Level;
 
 use super::{Notes, Process};
 
-/// A process as read, with its allowed CPUs and the cgroups it claims.
-pub(super) type RawProcess = (Process, Option<String>, pid_cgroup::PidCgroup);
+/// A process as read, with the CPUs it may run on (the highest allowed, plus one) and its
+/// `/proc/PID/cgroup`, read only for a process that no `cgroup.procs` lists.
+pub(super) type RawProcess<'f> = (Process, Option<u64>, Option<&'f [u8]>);
 
 /// One cgroup directory's files, parsed. v1 and v2 name the same value differently; both are
 /// kept, and the model takes the one of the hierarchy's version.
@@ -41,8 +42,8 @@ pub(super) struct CgroupDir {
 
 /// One process directory, parsed: no process without a PID or a `status`.
 #[derive(Debug)]
-pub(super) struct ProcessDir {
-    pub(super) process: Option<RawProcess>,
+pub(super) struct ProcessDir<'f> {
+    pub(super) process: Option<RawProcess<'f>>,
     pub(super) notes: Notes,
 }
 
@@ -162,7 +163,7 @@ pub(super) fn process<'a>(
     dir: &str,
     files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     recalled: &mut Recalled,
-) -> ProcessDir {
+) -> ProcessDir<'a> {
     let mut notes = Notes::new();
     let process = read_process(dir, files, recalled, &mut notes);
     ProcessDir { process, notes }
@@ -173,7 +174,7 @@ fn read_process<'a>(
     files: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     recalled: &mut Recalled,
     notes: &mut Notes,
-) -> Option<RawProcess> {
+) -> Option<RawProcess<'a>> {
     let pid = dir
         .strip_prefix("proc/")
         .and_then(|p| p.parse::<u32>().ok())?;
@@ -213,10 +214,10 @@ fn read_process<'a>(
         ("State", Value::Text(t)) => p.state = Some(t.to_string()),
         // A single CPU's list (`0`) reads as a number.
         ("Cpus_allowed_list", v) => {
-            cpus = Some(match v {
-                Value::Text(t) => t.to_string(),
-                Value::Number(n) => n.to_string(),
-            })
+            cpus = match v {
+                Value::Text(t) => cpus_of(t),
+                Value::Number(n) => cpus_of(&n.to_string()),
+            }
         }
         (k, Value::Number(n)) => p.set_number(k, n),
         _ => {}
@@ -239,10 +240,26 @@ fn read_process<'a>(
         .map(|c| parse::text(c).trim().to_string())
         .or(name)
         .unwrap_or_default();
-    let cg = cgroup
-        .map(|t| pid_cgroup::parse(&parse::text(t)))
-        .unwrap_or_default();
-    Some((p, cpus, cg))
+    Some((p, cpus, cgroup))
+}
+
+/// The memory cgroup a process's `/proc/PID/cgroup` names: in the v1 memory hierarchy, or
+/// (`unified`) the v2 one.
+pub(super) fn claimed_cgroup(text: &[u8], unified: bool) -> Option<String> {
+    let cg = pid_cgroup::parse(&parse::text(text));
+    if unified {
+        cg.unified
+    } else {
+        cg.memory_v1
+    }
+}
+
+/// Highest CPU number in a `Cpus_allowed_list` (`0-3,8`), plus one.
+pub(super) fn cpus_of(list: &str) -> Option<u64> {
+    list.split(',')
+        .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
+        .max()
+        .map(|m| m + 1)
 }
 
 #[cfg(test)]
@@ -265,7 +282,7 @@ mod tests {
                 (p.pid, p.name.as_str(), p.state.as_deref()),
                 (42, "python3", Some("R (running)"))
             );
-            assert_eq!(cpus.as_deref(), Some("0-1"));
+            assert_eq!(cpus, Some(2));
             let kib = |n: u64| Some(n * 1024);
             assert_eq!(
                 (p.rss, p.rss_anon, p.hwm, p.pagetables),

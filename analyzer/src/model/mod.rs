@@ -360,24 +360,11 @@ fn guess_mode(files: &Files) -> CgroupMode {
     }
 }
 
-/// Highest CPU number in a `Cpus_allowed_list` (`0-3,8`), plus one.
-fn cpus_of(list: &str) -> Option<u64> {
-    list.split(',')
-        .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
-        .max()
-        .map(|m| m + 1)
-}
-
 /// The processes, then the node's files (which need the CPUs the processes may run on), with
 /// the notes about both, in that order.
-fn processes_and_node(files: &Files, release: &str) -> (Vec<RawProcess>, Node, Notes) {
+fn processes_and_node<'f>(files: &'f Files, release: &str) -> (Vec<RawProcess<'f>>, Node, Notes) {
     let (processes, mut notes) = read_processes(files);
-    let cpus = processes
-        .iter()
-        .filter_map(|p| p.1.as_deref())
-        .filter_map(cpus_of)
-        .max()
-        .unwrap_or(1);
+    let cpus = processes.iter().filter_map(|p| p.1).max().unwrap_or(1);
     let node = read_node(files, cpus, release, &mut |l, f: &str, msg| {
         notes.push((l, f.to_string(), msg))
     });
@@ -822,7 +809,7 @@ fn read_cgroup(at: Where, d: dirs::CgroupDir) -> Cgroup {
     }
 }
 
-fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
+fn read_processes(files: &Files) -> (Vec<RawProcess<'_>>, Notes) {
     let read: Vec<dirs::ProcessDir> = files
         .dirs_under("proc")
         .par_iter()
@@ -842,7 +829,7 @@ fn read_processes(files: &Files) -> (Vec<RawProcess>, Notes) {
 /// sums them up the tree: each cgroup's process sums and top process, for [`derive`] to store.
 fn attach_processes(
     cgroups: &mut [Cgroup],
-    procs: &mut [RawProcess],
+    procs: &mut [RawProcess<'_>],
     links: &Links,
     mode: CgroupMode,
     source: &str,
@@ -854,12 +841,13 @@ fn attach_processes(
     let mut missing = 0usize;
     let mut example = String::new();
     for (p, _, cg) in procs.iter_mut() {
-        let claimed = if mode != CgroupMode::V2 {
-            cg.memory_v1.take()
-        } else {
-            cg.unified.take()
+        // `/proc/PID/cgroup` is read only when no `cgroup.procs` lists the process.
+        let listed = by_pid.get(&p.pid).copied();
+        let claimed = match listed {
+            Some(_) => None,
+            None => cg.and_then(|t| dirs::claimed_cgroup(t, mode == CgroupMode::V2)),
         };
-        let idx = by_pid.get(&p.pid).copied().or_else(|| {
+        let idx = listed.or_else(|| {
             let by_path = by_path.get_or_insert_with(|| {
                 cgroups
                     .iter()
@@ -903,7 +891,7 @@ fn attach_processes(
 /// touched a ~1 KiB cgroup per level.
 fn subtree_sums(
     parents: &[Option<usize>],
-    procs: &[RawProcess],
+    procs: &[RawProcess<'_>],
 ) -> (Vec<ProcSum>, Vec<Option<usize>>) {
     let mut sums = vec![ProcSum::default(); parents.len()];
     let mut tops: Vec<Option<usize>> = vec![None; parents.len()];
@@ -1074,7 +1062,7 @@ mod tests {
         assert!(kernel_at_least("5.0.0", 5, 0));
         assert!(!kernel_at_least("4.15.0-112-generic", 5, 0));
         assert!(!kernel_at_least("", 5, 0));
-        assert_eq!(cpus_of("0-1"), Some(2));
-        assert_eq!(cpus_of("0-3,8-11"), Some(12));
+        assert_eq!(dirs::cpus_of("0-1"), Some(2));
+        assert_eq!(dirs::cpus_of("0-3,8-11"), Some(12));
     }
 }
