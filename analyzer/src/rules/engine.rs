@@ -218,6 +218,17 @@ pub(crate) fn check_rules(
     for c in rules.iter().filter(|c| c.rule.spec.scope == scope_kind) {
         let id = &c.rule.spec.id;
         c.when.check(scope, &format!("{id} when on {subject}"), out);
+        // The short way to a false condition agrees with the general evaluator.
+        if let Some(n) = &c.when.native {
+            let (short, full) = (
+                scope.is_false(n),
+                matches!(scope.eval(n), Some(native::V::Bool(false))),
+            );
+            if short != full {
+                let m = format!("{id} when on {subject}: is_false {short}, evaluated {full}");
+                out.mismatches.push(m);
+            }
+        }
         if let Some(b) = &c.bytes {
             b.check(scope, &format!("{id} bytes on {subject}"), out);
         }
@@ -540,11 +551,7 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
 /// rules on most cgroups: then nothing else needs evaluating (or its frames setting up).
 /// Anything else, a value that is not a boolean included, is [`run_rule`]'s to judge.
 fn quiet(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> bool {
-    let when = c.when.native.as_ref();
-    matches!(
-        when.and_then(|n| scope.eval(n)),
-        Some(native::V::Bool(false))
-    )
+    c.when.native.as_ref().is_some_and(|n| scope.is_false(n))
 }
 
 /// Cgroups evaluated together, rule by rule.

@@ -478,6 +478,47 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Whether `e` evaluates to `false`, exactly as `matches!(self.eval(e),
+    /// Some(V::Bool(false)))`: the answer of most rules' conditions on most cgroups, found
+    /// from the first conjunct alone when it is one of the [`Scope::quick`] shapes, without
+    /// the general evaluator's frames (~a third of the conditions' time).
+    pub fn is_false(&mut self, e: &Expr) -> bool {
+        let first = match e {
+            Expr::And(all) => all.first(),
+            e => Some(e),
+        };
+        // An `and` is the value of its first falsy conjunct: `false` if the first is `false`.
+        matches!(first.and_then(|x| self.quick(x)), Some(V::Bool(false)))
+            || matches!(self.eval(e), Some(V::Bool(false)))
+    }
+
+    /// `eval` of the commonest first conjuncts: a path compared with a constant, a path, its
+    /// negation, `is not none`. `None` for anything else (and where `eval` gives `None`).
+    fn quick(&mut self, x: &Expr) -> Option<V> {
+        let path = |s: &mut Self, x: &Expr| match x {
+            Expr::Path(i) => match s.lookup(*i)? {
+                V::Undefined => None,
+                v => Some(v),
+            },
+            _ => None,
+        };
+        match x {
+            Expr::CmpPath(op, i, r) => match self.lookup(*i)? {
+                V::Undefined => None,
+                l => Some(V::Bool(self.compare(*op, l, *r)?)),
+            },
+            Expr::Path(_) => path(self, x),
+            Expr::Not(inner) => match &**inner {
+                Expr::IsNone(p) => Some(V::Bool(!matches!(path(self, p)?, V::None))),
+                p => {
+                    let v = path(self, p)?;
+                    Some(V::Bool(!self.truthy(v)?))
+                }
+            },
+            _ => None,
+        }
+    }
+
     /// Like `eval`, but a missing attribute is `V::Undefined` (for `default`).
     fn eval_or_undefined(&mut self, e: &Expr) -> Option<V> {
         Some(match e {
