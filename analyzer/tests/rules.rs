@@ -306,3 +306,26 @@ fn compiled_expressions_agree_with_minijinja() {
         assert!(a.compared > 200 * 20, "{}", a.compared);
     }
 }
+
+/// Without evidence texts (a batch without pages) the findings are the same, their evidence
+/// values included; only the texts are empty.
+#[test]
+fn findings_without_evidence_text_keep_everything_else() {
+    let set = builtin();
+    let d = common::scratch();
+    synth::generate(d.path(), &Spec::new(Version::V1, 200, 80)).unwrap();
+    let m = std::sync::Arc::new(model_of(&collect(d.path())));
+    let full = rules::evaluate_compiled(&rules::compile(&set), &m).findings;
+    let lean = rules::evaluate_compiled(&rules::compile(&set).without_evidence_text(), &m).findings;
+    assert!(full.iter().any(|f| !f.evidence.is_empty()));
+    assert_eq!(full.len(), lean.len());
+    for (f, l) in full.iter().zip(&lean) {
+        assert!(l.evidence.iter().all(|e| e.text.is_empty()), "{}", l.rule);
+        assert!(f.evidence.iter().all(|e| !e.text.is_empty()), "{}", f.rule);
+        let mut f = serde_json::to_value(f).unwrap();
+        for e in f["evidence"].as_array_mut().unwrap() {
+            e["text"] = "".into();
+        }
+        assert_eq!(f, serde_json::to_value(l).unwrap());
+    }
+}

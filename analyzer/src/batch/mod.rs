@@ -328,7 +328,10 @@ pub fn run(
     // threads made contended cache lines.
     in_order(
         &jobs,
-        || crate::rules::compile(o.rules),
+        || match crate::rules::compile(o.rules) {
+            c if o.pages => c,
+            c => c.without_evidence_text(),
+        },
         |catalogue, (input, page)| one(input, page, o, catalogue),
         progress,
         &mut write,
