@@ -351,6 +351,21 @@ pub fn read(path: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
     raw.finish()
 }
 
+/// For benchmarks: inflates every gzip member of a bundle's compressed bytes as [`read`] does
+/// (libdeflate, each member whole, on this thread), keeping nothing. The bytes inflated, or
+/// `None` if `gz` is not a stream of whole members.
+#[doc(hidden)]
+pub fn inflate_members(gz: &[u8]) -> Option<u64> {
+    let mut total = 0;
+    for m in bundle::members::members(gz)? {
+        let (data, crc) = m.deflate(gz);
+        let out = stream::inflate_member(data, m.isize, crc)?;
+        total += out.len() as u64;
+        stream::recycle([out]);
+    }
+    Some(total)
+}
+
 /// Reads a `.tar.gz` bundle from any reader (`source` names it in messages).
 pub fn read_from(
     r: impl Read + Send,

@@ -223,7 +223,7 @@ impl Drop for Blobs {
 }
 
 /// Gives blobs of whole chunks back to [`SPARE`], as many as it keeps.
-fn recycle(blobs: impl IntoIterator<Item = Vec<u8>>) {
+pub(super) fn recycle(blobs: impl IntoIterator<Item = Vec<u8>>) {
     let Ok(mut spare) = SPARE.lock() else { return };
     let mut held: usize = spare.iter().map(Vec::capacity).sum();
     for mut b in blobs {
