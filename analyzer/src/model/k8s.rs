@@ -9,6 +9,7 @@ use crate::reader::Files;
 use crate::{parse, FastMap};
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -18,12 +19,14 @@ pub struct K8s {
     /// `guaranteed`, `burstable` or `besteffort` (pods directly under kubepods are guaranteed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qos: Option<&'static str>,
+    /// The pod UID and container ID are shared with the bundle's name lists when they are in
+    /// them (no copy per cgroup), the runtime's usual names are constants.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
+    pub pod_uid: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
+    pub container_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub runtime: Option<Cow<'static, str>>,
     /// The names are shared with the bundle's name lists (a pod's names are every one of its
     /// cgroups' names).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,8 +46,30 @@ fn qos_of(s: &str) -> Option<&'static str> {
     }
 }
 
-/// The identity of a cgroup path, or `None` outside `kubepods`.
+/// The identity of a cgroup path, or `None` outside `kubepods`, without names.
 pub fn identify(path: &str) -> Option<K8s> {
+    Names::default().identify(path)
+}
+
+/// The runtime's name, a constant for the usual ones.
+fn runtime(name: &str) -> Cow<'static, str> {
+    match name {
+        "cri-containerd" => Cow::Borrowed("cri-containerd"),
+        "docker" => Cow::Borrowed("docker"),
+        "crio" => Cow::Borrowed("crio"),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// A path's identity without names, its pod UID and its container as `(runtime, id)`.
+type Parsed<'p> = (
+    K8s,
+    Option<Cow<'p, str>>,
+    Option<(Option<&'p str>, &'p str)>,
+);
+
+/// What a path says of a cgroup's identity.
+fn parse(path: &str) -> Option<Parsed<'_>> {
     let mut comps = components(path);
     comps.find(|c| *c == "kubepods" || *c == "kubepods.slice")?;
     // At most QoS, pod and container follow.
@@ -66,34 +91,34 @@ pub fn identify(path: &str) -> Option<K8s> {
         }
     }
     let Some(pod) = rest[i] else {
-        return Some(id);
+        return Some((id, None, None));
     };
-    let uid = if let Some(u) = pod.strip_prefix("pod") {
-        Some(u.to_string())
-    } else {
-        // kubepods-burstable-pod<uid>.slice or kubepods-pod<uid>.slice
-        pod.strip_suffix(".slice")
+    let uid = match pod.strip_prefix("pod") {
+        Some(u) => Cow::Borrowed(u),
+        // kubepods-burstable-pod<uid>.slice or kubepods-pod<uid>.slice, the UID's dashes
+        // written as underscores.
+        None => match pod
+            .strip_suffix(".slice")
             .and_then(|p| p.rsplit_once("pod"))
-            .map(|(_, u)| u.replace('_', "-"))
+        {
+            Some((_, u)) if u.contains('_') => Cow::Owned(u.replace('_', "-")),
+            Some((_, u)) => Cow::Borrowed(u),
+            None => return None,
+        },
     };
-    let uid = uid?;
     if id.qos.is_none() {
         id.qos = Some("guaranteed");
     }
-    id.pod_uid = Some(uid);
     id.level = "pod";
-    if let Some(c) = rest[i + 1] {
+    let container = rest[i + 1].map(|c| {
         id.level = "container";
         let c = c.strip_suffix(".scope").unwrap_or(c);
         match memchr::memrchr(b'-', c.as_bytes()) {
-            Some(dash) if c.len() - dash > 12 => {
-                id.runtime = Some(c[..dash].to_string());
-                id.container_id = Some(c[dash + 1..].to_string());
-            }
-            _ => id.container_id = Some(c.to_string()),
+            Some(dash) if c.len() - dash > 12 => (Some(&c[..dash]), &c[dash + 1..]),
+            _ => (None, c),
         }
-    }
-    Some(id)
+    });
+    Some((id, Some(uid), container))
 }
 
 /// The non-empty components of a path (`split('/')`'s searcher cost more than `memchr`).
@@ -121,9 +146,9 @@ pub struct Names {
 }
 
 /// Pod UID -> (namespace, pod, its containers' names).
-pub type PodNames = FastMap<String, (Arc<str>, Arc<str>, Vec<Arc<str>>)>;
+pub type PodNames = FastMap<Arc<str>, (Arc<str>, Arc<str>, Vec<Arc<str>>)>;
 /// Container ID -> (namespace, pod, container).
-pub type ContainerNames = FastMap<String, (Arc<str>, Arc<str>, Arc<str>)>;
+pub type ContainerNames = FastMap<Arc<str>, (Arc<str>, Arc<str>, Arc<str>)>;
 
 impl Names {
     pub fn read(files: &Files) -> Names {
@@ -137,31 +162,32 @@ impl Names {
         }
     }
 
-    /// Fills in the namespace, pod and container names of one identity: from its pod's
-    /// directory first, then from its container's log link.
-    pub fn name(&self, id: &mut K8s) {
-        let pod = self
-            .pods
-            .as_ref()
-            .zip(id.pod_uid.as_ref())
-            .and_then(|(p, u)| p.get(u));
-        if let Some((ns, pod, containers)) = pod {
-            id.namespace = Some(ns.clone());
-            id.pod = Some(pod.clone());
-            if id.level == "container" && containers.len() == 1 {
-                id.container = Some(containers[0].clone());
+    /// The identity of a cgroup path (`None` outside `kubepods`), with the namespace, pod and
+    /// container names: from its pod's directory first, then from its container's log link.
+    pub fn identify(&self, path: &str) -> Option<K8s> {
+        let (mut id, uid, container) = parse(path)?;
+        if let Some(uid) = uid {
+            let pod = self.pods.as_ref().and_then(|p| p.get_key_value(&*uid));
+            id.pod_uid = Some(pod.map_or_else(|| uid.into(), |(k, _)| Arc::clone(k)));
+            if let Some((_, (ns, pod, containers))) = pod {
+                id.namespace = Some(ns.clone());
+                id.pod = Some(pod.clone());
+                if container.is_some() && containers.len() == 1 {
+                    id.container = Some(containers[0].clone());
+                }
             }
         }
-        let named = self
-            .containers
-            .as_ref()
-            .zip(id.container_id.as_ref())
-            .and_then(|(n, c)| n.get(c));
-        if let Some((ns, pod, container)) = named {
-            id.namespace.get_or_insert_with(|| ns.clone());
-            id.pod.get_or_insert_with(|| pod.clone());
-            id.container = Some(container.clone());
+        if let Some((rt, cid)) = container {
+            id.runtime = rt.map(runtime);
+            let named = self.containers.as_ref().and_then(|n| n.get_key_value(cid));
+            id.container_id = Some(named.map_or_else(|| cid.into(), |(k, _)| Arc::clone(k)));
+            if let Some((_, (ns, pod, container))) = named {
+                id.namespace.get_or_insert_with(|| ns.clone());
+                id.pod.get_or_insert_with(|| pod.clone());
+                id.container = Some(container.clone());
+            }
         }
+        Some(id)
     }
 }
 
@@ -183,7 +209,7 @@ pub fn pod_names(text: &str) -> PodNames {
         let e = match out.get_mut(uid) {
             Some(e) => e,
             None => out
-                .entry(uid.to_string())
+                .entry(uid.into())
                 .or_insert((ns.into(), pod.into(), Vec::new())),
         };
         if let Some(c) = container.filter(|c| !c.is_empty()) {
@@ -207,7 +233,7 @@ pub fn container_names(text: &str) -> ContainerNames {
         let (rest, id) = (&stem[..dash], &stem[dash + 1..]);
         let names = split_once(rest, b'_').and_then(|(pod, r)| Some((pod, split_once(r, b'_')?)));
         if let Some((pod, (ns, c))) = names {
-            out.insert(id.to_string(), (ns.into(), pod.into(), c.into()));
+            out.insert(id.into(), (ns.into(), pod.into(), c.into()));
         }
     }
     out
@@ -263,6 +289,55 @@ mod tests {
             c("//kubepods//pod1/crio-0123456789a/"),
             Some((None, "crio-0123456789a".into()))
         );
+    }
+
+    #[test]
+    fn names_fill_both_layouts_and_share_the_lists_strings() {
+        let names = Names {
+            pods: Some(pod_names("shop_web-1_7a96c459-d529/nginx\nkube-system_dns_0b6f-11/a\nkube-system_dns_0b6f-11/b\n")),
+            containers: Some(container_names("dns_kube-system_b-0123456789abcdef.log\n")),
+        };
+        let slice = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529.slice/cri-containerd-1d3d308a7d48a278.scope";
+        let s = names.identify(slice).unwrap();
+        let shown = |k: &K8s| {
+            let n = |x: &Option<Arc<str>>| x.as_deref().map(str::to_string);
+            (n(&k.namespace), n(&k.pod), n(&k.container), n(&k.pod_uid))
+        };
+        let some = |x: &str| Some(x.to_string());
+        assert_eq!(
+            shown(&s),
+            (
+                some("shop"),
+                some("web-1"),
+                some("nginx"),
+                some("7a96c459-d529")
+            )
+        );
+        let key =
+            |uid: &str| Arc::as_ptr(names.pods.as_ref().unwrap().get_key_value(uid).unwrap().0);
+        assert_eq!(
+            Arc::as_ptr(s.pod_uid.as_ref().unwrap()),
+            key("7a96c459-d529")
+        );
+        assert_eq!(s.runtime.as_deref(), Some("cri-containerd"));
+        // The pod itself is not its only container.
+        let pod =
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a96c459_d529.slice";
+        let p = names.identify(pod).unwrap();
+        assert_eq!((p.level, shown(&p).2), ("pod", None));
+        // Two containers in the pod's directory: the name comes from the container's log link.
+        let c = names
+            .identify("/kubepods/burstable/pod0b6f-11/0123456789abcdef")
+            .unwrap();
+        assert_eq!(
+            shown(&c),
+            (some("kube-system"), some("dns"), some("b"), some("0b6f-11"))
+        );
+        assert_eq!(c.container_id.as_deref(), Some("0123456789abcdef"));
+        // Unknown to the lists: identified, not named.
+        let u = names.identify("/kubepods/pod99/c").unwrap();
+        assert_eq!(shown(&u), (None, None, None, some("99")));
+        assert_eq!(u, identify("/kubepods/pod99/c").unwrap());
     }
 
     #[test]

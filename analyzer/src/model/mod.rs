@@ -683,11 +683,7 @@ fn read_cgroups(
                 version: p.version,
                 parent: p.parent,
             };
-            let mut c = read_cgroup(at, d);
-            if let Some(id) = &mut c.k8s {
-                names.name(id);
-            }
-            (c, notes)
+            (read_cgroup(at, d, names), notes)
         })
         .unzip();
     // One pass over the cgroups (~1.3 KiB each) for everything later steps need of all of them.
@@ -733,7 +729,7 @@ struct Where<'a> {
     parent: Option<usize>,
 }
 
-fn read_cgroup(at: Where, d: dirs::CgroupDir) -> Cgroup {
+fn read_cgroup(at: Where, d: dirs::CgroupDir, names: &k8s::Names) -> Cgroup {
     let Where {
         path,
         hierarchy,
@@ -777,7 +773,7 @@ fn read_cgroup(at: Where, d: dirs::CgroupDir) -> Cgroup {
         },
         parent,
         children: Vec::new(),
-        k8s: k8s::identify(path),
+        k8s: names.identify(path),
         usage_bytes: usage.or_else(|| bridge.as_ref().map(|b| b.usage_bytes)),
         limit,
         effective_limit: None,
