@@ -15,12 +15,12 @@ fn main() {
     let path = a.next().expect("usage: profile_phases BUNDLE [RUNS]");
     let runs: usize = a.next().map_or(20, |r| r.parse().expect("RUNS"));
     let set = rules::RuleSet::builtin().expect("rules");
-    let catalogue = rules::compile(&set);
+    let catalogue = rules::compile(&set).without_evidence_text(); // as a batch without pages
     let limits = reader::Limits {
         inflate_threads: 1,
         ..Default::default()
     };
-    let names = ["read", "model", "rules", "lines", "json", "drop"];
+    let names = ["read", "model", "rules", "summary", "lines", "drop"];
     let mut total = [0f64; 6];
     for _ in 0..runs {
         let mut t = Instant::now();
