@@ -205,7 +205,7 @@ fn spare(n: usize) -> Vec<u8> {
     reused.unwrap_or_else(|| Vec::with_capacity(n.next_multiple_of(CHUNK).max(CHUNK)))
 }
 
-/// The blobs of a bundle; chunk-sized ones go back to [`SPARE`] when the bundle is dropped.
+/// The blobs of a bundle; those of whole chunks go back to [`SPARE`] when the bundle is dropped.
 #[derive(Debug, Default)]
 pub(super) struct Blobs(pub(super) Vec<Vec<u8>>);
 
@@ -307,6 +307,12 @@ pub(super) fn inflate_member(data: &[u8], size: u32, crc: u32) -> Option<Vec<u8>
         recycle([out]);
         return None;
     }
+    // A small member (a stream's last, or one of a stream of tiny ones) is kept at its size,
+    // not in a buffer of a quarter MiB or more for the bundle's lifetime.
+    if out.len() < CHUNK / 2 {
+        let small = out.to_vec();
+        recycle([std::mem::replace(&mut out, small)]);
+    }
     Some(out)
 }
 
@@ -388,8 +394,12 @@ mod tests {
             let size = len as u32;
             let out = inflate_member(&z, size, crc).expect("whole");
             assert_eq!(out, data, "{len} bytes");
-            // Whole chunks, so the buffer can be reused for another member.
-            assert_eq!(out.capacity() % CHUNK, 0, "{len} bytes");
+            // Whole chunks, so the buffer can be reused for another member; a small member
+            // at its size.
+            match len < CHUNK / 2 {
+                true => assert!(out.capacity() < CHUNK / 2, "{len} bytes"),
+                false => assert_eq!(out.capacity() % CHUNK, 0, "{len} bytes"),
+            }
             // Every claim that is not exactly right is refused.
             assert!(inflate_member(&z, size + 1, crc).is_none());
             assert!(inflate_member(&z, size.wrapping_sub(1), crc).is_none());
