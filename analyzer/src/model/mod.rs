@@ -123,7 +123,9 @@ pub struct Cgroup {
     pub events_local: Flat,
     pub oom_control: Flat,
     pub cgroup_stat: Flat,
-    pub pressure: Option<nested::Psi>,
+    /// Boxed, as `trend`: most cgroups have none (v1 has no PSI per cgroup), and a smaller
+    /// `Cgroup` is cheaper to move and to walk.
+    pub pressure: Option<Box<nested::Psi>>,
     /// PIDs in this cgroup itself.
     pub pids: Vec<u32>,
     /// Sums over the processes of this cgroup and its descendants.
@@ -143,7 +145,7 @@ pub struct Cgroup {
     pub own_usage_bytes: Option<i64>,
     /// Growth over the snapshots of a multi-sample bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trend: Option<trend::Trend>,
+    pub trend: Option<Box<trend::Trend>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -785,7 +787,7 @@ fn read_cgroup(at: Where, d: dirs::CgroupDir, names: &k8s::Names) -> Cgroup {
         tcp_bytes: tcp,
         memsw_bytes: memsw,
         swap_bytes: swap,
-        pressure: d.pressure,
+        pressure: d.pressure.map(Box::new),
         stat,
         events: d.events,
         events_local: d.events_local,

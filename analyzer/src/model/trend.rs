@@ -164,7 +164,7 @@ pub fn attach(b: &Bundle, latest: &mut Model) {
         }
     }
     for (c, series) in latest.cgroups.iter_mut().zip(cg_series) {
-        c.trend = Some(finish(&at, series));
+        c.trend = Some(Box::new(finish(&at, series)));
     }
 }
 
