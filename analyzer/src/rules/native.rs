@@ -483,17 +483,28 @@ impl<'a> Scope<'a> {
     /// from the first conjunct alone when it is one of the [`Scope::quick`] shapes, without
     /// the general evaluator's frames (~a third of the conditions' time).
     pub fn is_false(&mut self, e: &Expr) -> bool {
-        let first = match e {
-            Expr::And(all) => all.first(),
-            e => Some(e),
-        };
-        // An `and` is the value of its first falsy conjunct: `false` if the first is `false`.
-        matches!(first.and_then(|x| self.quick(x)), Some(V::Bool(false)))
-            || matches!(self.eval(e), Some(V::Bool(false)))
+        match e {
+            // An `and` is the value of its first falsy conjunct: `false` if the first is `false`.
+            Expr::And(all) => {
+                if matches!(
+                    all.first().and_then(|x| self.quick(x)),
+                    Some(V::Bool(false))
+                ) {
+                    return true;
+                }
+            }
+            e => {
+                if let Some(v) = self.quick(e) {
+                    return matches!(v, V::Bool(false));
+                }
+            }
+        }
+        matches!(self.eval(e), Some(V::Bool(false)))
     }
 
     /// `eval` of the commonest first conjuncts: a path compared with a constant, a path, its
-    /// negation, `is not none`. `None` for anything else (and where `eval` gives `None`).
+    /// negation, `is not none`; where it gives a value, `eval` gives the same. `None` for
+    /// anything else (and where `eval` gives `None`).
     fn quick(&mut self, x: &Expr) -> Option<V> {
         let path = |s: &mut Self, x: &Expr| match x {
             Expr::Path(i) => match s.lookup(*i)? {
