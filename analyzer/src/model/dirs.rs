@@ -216,7 +216,7 @@ fn read_process<'a>(
         ("Cpus_allowed_list", v) => {
             cpus = match v {
                 Value::Text(t) => cpus_of(t),
-                Value::Number(n) => cpus_of(&n.to_string()),
+                Value::Number(n) => n.checked_add(1),
             }
         }
         (k, Value::Number(n)) => p.set_number(k, n),
@@ -254,12 +254,12 @@ pub(super) fn claimed_cgroup(text: &[u8], unified: bool) -> Option<String> {
     }
 }
 
-/// Highest CPU number in a `Cpus_allowed_list` (`0-3,8`), plus one.
-pub(super) fn cpus_of(list: &str) -> Option<u64> {
+/// Highest CPU number in a `Cpus_allowed_list` (`0-3,8`), plus one (`None` past `u64`).
+fn cpus_of(list: &str) -> Option<u64> {
     list.split(',')
         .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
-        .max()
-        .map(|m| m + 1)
+        .max()?
+        .checked_add(1)
 }
 
 #[cfg(test)]
@@ -295,6 +295,14 @@ mod tests {
             );
             assert_eq!((p.lazyfree, p.anon_huge), (kib(0), kib(0)));
         }
+    }
+
+    #[test]
+    fn cpus_from_allowed_lists() {
+        assert_eq!(cpus_of("0-1"), Some(2));
+        assert_eq!(cpus_of("0-3,8-11"), Some(12));
+        assert_eq!(cpus_of("18446744073709551615"), None);
+        assert_eq!(cpus_of(""), None);
     }
 
     #[test]

@@ -451,9 +451,10 @@ fn fire(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> Result<Verdict, Rule
         evidence.push(Evidence {
             name: name.clone(),
             value: serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
-            text: match c.evidence_text {
-                true => evidence_text(name, &v),
-                false => String::new(),
+            text: if c.evidence_text {
+                evidence_text(name, &v)
+            } else {
+                String::new()
             },
         });
     }
