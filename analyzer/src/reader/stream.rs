@@ -418,6 +418,62 @@ mod tests {
         assert_eq!(inflate_member(&z[..], big.len() as u32 - 1, crc), None);
     }
 
+    /// Raw deflate, one fixed-Huffman block: `a`, then a match of length symbol `symbol` at
+    /// distance 1 (no extra bits), then the end of the block.
+    fn fixed_block(symbol: u16) -> Vec<u8> {
+        let (mut out, mut acc, mut n) = (Vec::new(), 0u32, 0);
+        // Deflate packs fields from the lowest bit; Huffman codes from their highest.
+        let mut bits = |value: u32, count: u32, code: bool| {
+            for i in 0..count {
+                let bit = match code {
+                    true => (value >> (count - 1 - i)) & 1,
+                    false => (value >> i) & 1,
+                };
+                acc |= bit << n;
+                n += 1;
+                if n == 8 {
+                    out.push(acc as u8);
+                    (acc, n) = (0, 0);
+                }
+            }
+        };
+        bits(1, 1, false); // the last block
+        bits(1, 2, false); // fixed Huffman codes
+        bits(0x30 + u32::from(b'a'), 8, true);
+        bits(0xC0 + u32::from(symbol - 280), 8, true); // litlen 280-287: 8-bit codes
+        bits(0, 5, true); // distance code 0: 1
+        bits(0, 7, true); // end of block (256)
+        bits(0, 7, false); // to a whole byte
+        out
+    }
+
+    /// A member libdeflate reads and zlib refuses: the litlen symbols 286 and 287 "will never
+    /// actually occur" (RFC 1951 §3.2.6); libdeflate reads them as a length of 258, as 285,
+    /// zlib (and flate2) as an error. Such a member is taken only with its claimed size and
+    /// CRC-32, so its bytes are the ones its writer compressed (docs/robustness.md).
+    #[test]
+    fn a_member_zlib_refuses_is_read_as_its_size_and_crc_say() {
+        let want = vec![b'a'; 259];
+        let mut crc = flate2::Crc::new();
+        crc.update(&want);
+        let inflate = |z: &[u8]| {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(z), &mut out)
+                .map(|_| out)
+        };
+        assert_eq!(inflate(&fixed_block(285)).unwrap(), want);
+        assert_eq!(
+            inflate_member(&fixed_block(285), 259, crc.sum()),
+            Some(want.clone())
+        );
+        for symbol in [286, 287] {
+            let z = fixed_block(symbol);
+            assert!(inflate(&z).is_err(), "flate2 refuses symbol {symbol}");
+            assert_eq!(inflate_member(&z, 259, crc.sum()), Some(want.clone()));
+            assert_eq!(inflate_member(&z, 259, crc.sum() ^ 1), None);
+        }
+    }
+
     #[test]
     fn crc32_is_gzip_s() {
         for len in [0, 1, 7, 8, 63, 64, 65, 4096, 100_003] {
