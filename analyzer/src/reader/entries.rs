@@ -593,6 +593,10 @@ mod tests {
         let damaged = |b: &Result<Bundle, BundleError>| said(b, "corrupt");
         let capped = |b: &Result<Bundle, BundleError>| said(b, "entries; the rest is ignored");
         match (damaged(&got), damaged(&want)) {
+            // Undamaged bytes read the same, whatever their tar says.
+            _ if gz == pristine => {
+                proptest::prop_assert_eq!(everything(&got), everything(&want))
+            }
             (false, false) => proptest::prop_assert_eq!(everything(&got), everything(&want)),
             (false, true) => {
                 let undamaged = read_as_one_stream(pristine, limits);
