@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::format::{bytes, signed_bytes};
 use crate::model::{Cgroup, Model};
+use crate::reader::Level;
 use crate::rules::{engine::at_least, Finding, Severity};
 use crate::Analysis;
 
@@ -38,14 +39,35 @@ pub fn text(a: &Analysis, top: usize, min: Severity) -> String {
     let m = &a.model;
     let mut o = String::new();
     let b = &m.bundle;
+    // A bundle without its manifest (truncated) may not say when or where it was taken.
+    fn known(s: &str) -> &str {
+        if s.is_empty() {
+            "?"
+        } else {
+            s
+        }
+    }
     let _ = writeln!(
         o,
         "memgap: {} (kernel {}, cgroup {}, collected {})",
-        b.hostname,
-        b.kernel_release,
+        known(&b.hostname),
+        known(&b.kernel_release),
         b.cgroup_mode.name(),
-        b.collected_at
+        known(&b.collected_at)
     );
+    // Damage changes what every line below means: said first, detailed at the end.
+    let errors = a
+        .diagnostics
+        .iter()
+        .filter(|d| d.level == Level::Error)
+        .count();
+    if errors > 0 {
+        let _ = writeln!(
+            o,
+            "  {errors} error(s) reading this bundle or applying rules (listed at the end): \
+             what follows covers only what could be read"
+        );
+    }
     let n = &m.node;
     let parts: Vec<String> = n
         .breakdown

@@ -92,6 +92,27 @@ fn truncated_gzip_keeps_the_entries_before_the_cut() {
         m.node.mem_total_bytes > 0,
         "node files before the cut are analyzed"
     );
+    // The terminal summary says so before anything else.
+    let a = memgap_analyzer::Analysis::of(
+        read(cut).unwrap(),
+        &memgap_analyzer::rules::RuleSet::builtin().unwrap(),
+    );
+    let text = memgap_analyzer::output::text(&a, 10, memgap_analyzer::rules::Severity::Info);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with("collected ?)"),
+        "{text}"
+    );
+    let second = text.lines().nth(1).unwrap_or_default();
+    assert!(second.contains("error(s) reading this bundle"), "{text}");
+    let whole = memgap_analyzer::Analysis::of(
+        read(&gz).unwrap(),
+        &memgap_analyzer::rules::RuleSet::builtin().unwrap(),
+    );
+    let text = memgap_analyzer::output::text(&whole, 10, memgap_analyzer::rules::Severity::Info);
+    assert!(!text.contains("error(s) reading this bundle"), "{text}");
 }
 
 #[test]
