@@ -64,8 +64,8 @@ pub fn text(a: &Analysis, top: usize, min: Severity) -> String {
     if errors > 0 {
         let _ = writeln!(
             o,
-            "  {errors} error(s) reading this bundle or applying rules (listed at the end): \
-             what follows covers only what could be read"
+            "  {errors} error(s) reading this bundle or applying rules, listed at the end: \
+             what follows may be incomplete"
         );
     }
     let n = &m.node;
