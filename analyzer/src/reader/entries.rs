@@ -230,10 +230,7 @@ fn read_members(
     }
     let one = |m: &members::Member| -> Option<Scanned> {
         let (data, crc) = m.deflate(gz);
-        Some(scan_member(
-            vec![inflate_member(data, m.isize, crc)?],
-            limits,
-        ))
+        Some(scan_member(inflate_member(data, m.isize, crc)?, limits))
     };
     // From member `i` on, as one stream.
     let rest = |raw, i: usize| {
@@ -294,11 +291,11 @@ fn read_members(
     })
 }
 
-/// A member's entries, scanned as if it began the tar: its headers read by hand when they are
-/// all plain ([`ustar::walk`]), by the tar crate otherwise.
-fn scan_member(chunks: Vec<Vec<u8>>, limits: &Limits) -> Scanned {
-    let plain = ustar::walk(&chunks);
-    let stream = std::cell::RefCell::new(Stream::filled(chunks));
+/// An inflated member's entries, scanned as if it began the tar: its headers read by hand when
+/// they are all plain ([`ustar::walk`]), by the tar crate otherwise.
+fn scan_member(member: Vec<u8>, limits: &Limits) -> Scanned {
+    let plain = ustar::walk(&member);
+    let stream = std::cell::RefCell::new(Stream::filled(member));
     let mut events = Vec::new();
     let ending = match plain {
         Some((entries, end)) => {

@@ -62,13 +62,11 @@ impl Stream {
         }
     }
 
-    /// A stream of pieces all there already.
-    pub(super) fn filled(pieces: Vec<Vec<u8>>) -> Stream {
-        let (tx, rx) = crossbeam_channel::bounded(pieces.len() + 1);
-        for p in pieces {
-            let _ = tx.send(Ok(p));
-        }
-        Stream::new(rx) // the sender dropped: the stream ends after the pieces
+    /// A stream of one piece, there already (an inflated member).
+    pub(super) fn filled(piece: Vec<u8>) -> Stream {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _ = tx.send(Ok(piece));
+        Stream::new(rx) // the sender dropped: the stream ends after the piece
     }
 
     /// Waits for the pieces up to `end`; false if the stream ends before.
