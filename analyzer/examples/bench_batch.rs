@@ -1,6 +1,6 @@
 //! Batch benchmark: N copies of a bundle (symbolic links) reviewed into one output directory,
 //! against decompressing all of them in-process on the same rayon pool, in the same run:
-//! ROUNDS (3) of the two alternated, their median ratio; then once with a page per bundle.
+//! ROUNDS (5) of the two alternated, their median ratio; then once with a page per bundle.
 //! The floor is flate2's `MultiGzDecoder` (zlib-rs), the usual way; each round also times
 //! inflating every member whole with libdeflate, as `memgap` reads bundles, for comparison.
 //!
@@ -28,7 +28,7 @@ fn main() {
         std::fs::canonicalize(args.next().expect("usage: bench_batch BUNDLE [N] [ROUNDS]"))
             .expect("bundle");
     let n: usize = args.next().map_or(200, |s| s.parse().expect("N"));
-    let rounds: usize = args.next().map_or(3, |s| s.parse().expect("ROUNDS"));
+    let rounds: usize = args.next().map_or(5, |s| s.parse().expect("ROUNDS"));
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("bundles");
     std::fs::create_dir_all(&src).unwrap();
@@ -66,6 +66,24 @@ fn main() {
         t.elapsed().as_secs_f64()
     };
 
+    // The process's CPU time (user + system, all threads), next to wall time: on a shared
+    // machine a phase can be slowed by what it does not control, and CPU time shows the work.
+    let cpu = || -> f64 {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::uninit();
+        // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+        let u = unsafe {
+            libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
+            u.assume_init()
+        };
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        s(u.ru_utime) + s(u.ru_stime)
+    };
+    let timed = |f: &dyn Fn() -> f64| -> (f64, f64) {
+        let c = cpu();
+        let wall = f();
+        (wall, cpu() - c)
+    };
+
     let rules = RuleSet::builtin().unwrap();
     let templates = Templates::builtin().unwrap();
     let run = |pages: bool, out: &std::path::Path| {
@@ -88,31 +106,40 @@ fn main() {
     };
     // Floor and batch alternate, round after round: this machine's speed drifts by tens of
     // percent between runs, and a ratio of two runs made next to each other drifts less.
-    let (mut ratios, mut whole_ratios, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let (mut ratios, mut whole_ratios, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let bytes = std::cell::Cell::new(0);
     println!("{n} bundles, {} threads", rayon::current_num_threads());
     for round in 1..=rounds {
-        let (floor, b) = decompress();
-        bytes = b;
+        let (floor, floor_cpu) = timed(&|| {
+            let (t, b) = decompress();
+            bytes.set(b);
+            t
+        });
         let whole = inflate_whole();
-        let lines = run(false, &dir.path().join("out-lines"));
+        let (lines, lines_cpu) = timed(&|| run(false, &dir.path().join("out-lines")));
         println!(
             "round {round}: decompress all (floor) {floor:.2} s, batch (index + JSON lines) \
              {lines:.2} s: {:.2}x the floor; members inflated whole (libdeflate) {whole:.2} s: \
-             {:.2}x that",
+             {:.2}x that; CPU time {floor_cpu:.2} s and {lines_cpu:.2} s: {:.2}x",
             lines / floor,
-            lines / whole
+            lines / whole,
+            lines_cpu / floor_cpu
         );
         ratios.push(lines / floor);
         whole_ratios.push(lines / whole);
+        cpu_ratios.push(lines_cpu / floor_cpu);
     }
-    ratios.sort_by(f64::total_cmp);
-    whole_ratios.sort_by(f64::total_cmp);
-    println!("{} MB of tar", bytes / 1_000_000);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("{} MB of tar", bytes.get() / 1_000_000);
     println!(
         "batch, index + JSON lines:        {:.2}x the floor (median of {rounds} rounds); {:.2}x \
-         libdeflate's inflating",
-        ratios[ratios.len() / 2],
-        whole_ratios[whole_ratios.len() / 2]
+         libdeflate's inflating; {:.2}x the floor's CPU time",
+        median(&mut ratios),
+        median(&mut whole_ratios),
+        median(&mut cpu_ratios)
     );
     let (floor, _) = decompress();
     let pages = run(true, &dir.path().join("out-pages"));
