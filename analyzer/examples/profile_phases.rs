@@ -15,7 +15,7 @@ fn main() {
     let path = a.next().expect("usage: profile_phases BUNDLE [RUNS]");
     let runs: usize = a.next().map_or(20, |r| r.parse().expect("RUNS"));
     let set = rules::RuleSet::builtin().expect("rules");
-    let catalogue = rules::compile(&set).without_evidence_text(); // as a batch without pages
+    let catalogue = rules::compile(&set).without_texts_for_people(); // as a batch without pages
     let limits = reader::Limits {
         inflate_threads: 1,
         ..Default::default()

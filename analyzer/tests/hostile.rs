@@ -474,3 +474,41 @@ fn a_million_tiny_entries_in_bounded_time() {
         t.elapsed()
     );
 }
+
+/// A pack damaged after its first file: that file is read where its directory is (whether the
+/// pack sits at the top or in a snapshot), and the damage is said, naming the pack.
+#[test]
+fn a_damaged_pack_keeps_the_files_before_the_damage() {
+    use memgap_collector::bundle::pack;
+    let mut damaged = Vec::new();
+    pack::push(&mut damaged, "memory.stat", b"cache 4096\n").unwrap();
+    damaged.extend_from_slice(b"==> memory.usage_in_bytes 999 <==\n12");
+    for dir in [
+        "sys/fs/cgroup/memory/kubepods",
+        "snapshots/1/sys/fs/cgroup/memory/kubepods",
+    ] {
+        let packed = format!("{dir}/{}", pack::PACK_NAME);
+        let gz = raw_tar(&[
+            ("b/proc/meminfo", tar::EntryType::Regular, MEMINFO),
+            (&format!("b/{packed}"), tar::EntryType::Regular, &damaged),
+        ]);
+        let b = read(&gz).unwrap();
+        // Empty snapshots are dropped: the one snapshot is the latest.
+        let files = b.latest();
+        let inner = dir.strip_prefix("snapshots/1/").unwrap_or(dir);
+        assert_eq!(
+            files.get(&format!("{inner}/memory.stat")),
+            Some(&b"cache 4096\n"[..])
+        );
+        assert_eq!(files.get(&format!("{inner}/memory.usage_in_bytes")), None);
+        let said = b
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("damaged pack"));
+        let said = said.unwrap_or_else(|| panic!("{:#?}", b.diagnostics));
+        assert_eq!(
+            (said.level, said.file.as_deref()),
+            (reader::Level::Error, Some(&*packed))
+        );
+    }
+}

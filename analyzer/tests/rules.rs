@@ -307,25 +307,31 @@ fn compiled_expressions_agree_with_minijinja() {
     }
 }
 
-/// Without evidence texts (a batch without pages) the findings are the same, their evidence
-/// values included; only the texts are empty.
+/// Without the texts for people (a batch without pages) the findings are the same, their
+/// evidence values and summaries included; only evidence texts, `explain` and `fix` are empty.
 #[test]
-fn findings_without_evidence_text_keep_everything_else() {
+fn findings_without_texts_for_people_keep_everything_else() {
     let set = builtin();
     let d = common::scratch();
     synth::generate(d.path(), &Spec::new(Version::V1, 200, 80)).unwrap();
     let m = std::sync::Arc::new(model_of(&collect(d.path())));
     let full = rules::evaluate_compiled(&rules::compile(&set), &m).findings;
-    let lean = rules::evaluate_compiled(&rules::compile(&set).without_evidence_text(), &m).findings;
+    let lean =
+        rules::evaluate_compiled(&rules::compile(&set).without_texts_for_people(), &m).findings;
     assert!(full.iter().any(|f| !f.evidence.is_empty()));
     assert_eq!(full.len(), lean.len());
     for (f, l) in full.iter().zip(&lean) {
         assert!(l.evidence.iter().all(|e| e.text.is_empty()), "{}", l.rule);
         assert!(f.evidence.iter().all(|e| !e.text.is_empty()), "{}", f.rule);
+        assert!(l.explain.is_empty() && l.fix.is_empty(), "{}", l.rule);
+        assert!(!f.explain.is_empty() && !f.fix.is_empty(), "{}", f.rule);
+        assert!(!l.summary.is_empty(), "{}", l.rule);
         let mut f = serde_json::to_value(f).unwrap();
         for e in f["evidence"].as_array_mut().unwrap() {
             e["text"] = "".into();
         }
+        f["explain"] = "".into();
+        f["fix"] = "".into();
         assert_eq!(f, serde_json::to_value(l).unwrap());
     }
 }

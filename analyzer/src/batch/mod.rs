@@ -330,7 +330,7 @@ pub fn run(
         &jobs,
         || match crate::rules::compile(o.rules) {
             c if o.pages => c,
-            c => c.without_evidence_text(),
+            c => c.without_texts_for_people(),
         },
         |catalogue, (input, page)| one(input, page, o, catalogue),
         progress,

@@ -210,8 +210,8 @@ impl Files {
         });
     }
 
-    fn insert_pack(&mut self, dir: &str, files: Vec<FileRef>) {
-        let list = self.dirs.entry(dir.to_string()).or_default();
+    fn insert_pack(&mut self, dir: String, files: Vec<FileRef>) {
+        let list = self.dirs.entry(dir).or_default();
         if list.is_empty() {
             *list = files;
         } else {
@@ -510,9 +510,19 @@ impl Reading {
                 if off > 0 {
                     list.iter_mut().for_each(|f| f.blob += off);
                 }
-                files.insert_pack(dir, list);
-                if let Some(e) = err {
+                let note = err.map(|e| {
                     let msg = format!("damaged pack: {e}; the files before the damage are used");
+                    (rel.clone(), msg)
+                });
+                // The entry's path, cut to the directory in place, is its key: one string per
+                // directory instead of two (a 5,000-cgroup bundle has 7,000 packs).
+                let start = rel.len() - inner.len();
+                let end = start + dir.len();
+                let mut key = rel;
+                key.truncate(end);
+                key.drain(..start);
+                files.insert_pack(key, list);
+                if let Some((rel, msg)) = note {
                     self.layout_note(Level::Error, &rel, msg);
                 }
             }
@@ -782,9 +792,11 @@ fn safe_path(p: String) -> Result<String, String> {
 /// Whether a path has no empty, `.` or `..` component. Looks only at the dots and slashes: a
 /// component-by-component check cost ~1,400 instructions per tar entry.
 fn is_clean(p: &[u8]) -> bool {
+    // An empty component is a slash first, last or after another; found from the slashes
+    // (`memmem::find` built its searcher anew for each path, most of this function's cost).
     if p.first().is_none_or(|&b| b == b'/')
         || p.last() == Some(&b'/')
-        || memchr::memmem::find(p, b"//").is_some()
+        || memchr::memchr_iter(b'/', p).any(|i| p.get(i + 1) == Some(&b'/'))
     {
         return false;
     }

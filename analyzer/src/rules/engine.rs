@@ -92,8 +92,9 @@ pub(crate) struct Compiled<'a> {
     pub when: Both<'a>,
     pub bytes: Option<Both<'a>>,
     pub evidence: Vec<(Arc<str>, Both<'a>)>,
-    /// Whether the evidence gets its text for people ([`Catalogue::without_evidence_text`]).
-    pub evidence_text: bool,
+    /// Whether findings get their texts for people: evidence texts, `explain` and `fix`
+    /// ([`Catalogue::without_texts_for_people`]).
+    pub texts_for_people: bool,
     /// `summary`, `explain`, `fix`.
     pub texts: [Text<'a>; 3],
 }
@@ -104,6 +105,8 @@ pub(crate) struct RuleTexts {
     title: Arc<str>,
     cause: Arc<str>,
     refs: Arc<[String]>,
+    /// The empty text of findings without texts for people.
+    empty: Arc<str>,
 }
 
 /// A text field: its trimmed text when it has no template syntax (most `explain` and `fix`
@@ -120,12 +123,8 @@ impl Text<'_> {
         if let Some(t) = &self.fixed {
             return Ok(t.clone());
         }
-        if let Some(pieces) = &self.native {
-            // Room for a summary and its numbers, which grew an empty string five times.
-            let mut out = String::with_capacity(256);
-            if scope.render(pieces, &mut out).is_some() {
-                return Ok(out.trim().into());
-            }
+        if let Some(text) = self.native.as_ref().and_then(|p| scope.rendered(p)) {
+            return Ok(text);
         }
         self.template
             .render(scope.ctx())
@@ -307,11 +306,12 @@ pub fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
                 title: spec.title.as_str().into(),
                 cause: spec.cause.as_str().into(),
                 refs: spec.refs.as_slice().into(),
+                empty: "".into(),
             },
             when,
             bytes,
             evidence,
-            evidence_text: true,
+            texts_for_people: true,
             texts,
         });
     }
@@ -319,12 +319,13 @@ pub fn compile<'a>(set: &'a RuleSet) -> Catalogue<'a> {
 }
 
 impl Catalogue<'_> {
-    /// The same rules, their findings' evidence without its text for people (empty; the
-    /// values are kept): for a batch without pages, whose JSON lines carry only the values.
-    /// Formatting them was ~1% of such a batch's time.
-    pub fn without_evidence_text(mut self) -> Self {
+    /// The same rules, their findings without the texts only people read (empty): evidence
+    /// texts, `explain` and `fix`. For a batch without pages, whose JSON lines carry the
+    /// evidence values and the summary; formatting and rendering the rest was ~1.5% of such a
+    /// batch's instructions.
+    pub fn without_texts_for_people(mut self) -> Self {
         for c in &mut self.rules {
-            c.evidence_text = false;
+            c.texts_for_people = false;
         }
         self
     }
@@ -451,7 +452,7 @@ fn fire(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> Result<Verdict, Rule
         evidence.push(Evidence {
             name: name.clone(),
             value: serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
-            text: if c.evidence_text {
+            text: if c.texts_for_people {
                 evidence_text(name, &v)
             } else {
                 String::new()
@@ -459,12 +460,16 @@ fn fire(c: &Compiled<'_>, scope: &mut native::Scope<'_>) -> Result<Verdict, Rule
         });
     }
     let [summary, explain, fix] = &c.texts;
+    let for_people = |t: &Text<'_>, scope: &mut native::Scope<'_>| match c.texts_for_people {
+        true => t.render(scope),
+        false => Ok(c.shared.empty.clone()),
+    };
     Ok(Verdict::Fired(Box::new(Fired {
         bytes,
         evidence,
         summary: summary.render(scope)?,
-        explain: explain.render(scope)?,
-        fix: fix.render(scope)?,
+        explain: for_people(explain, scope)?,
+        fix: for_people(fix, scope)?,
     })))
 }
 

@@ -346,6 +346,8 @@ pub(crate) struct Scope<'a> {
     held: Vec<Value>,
     kept: Vec<Value>,
     parts: Option<[u64; PART_KEYS.len()]>,
+    /// Room a text is rendered in before it is copied at its size (see [`Scope::rendered`]).
+    text: String,
 }
 
 impl<'a> Scope<'a> {
@@ -358,6 +360,7 @@ impl<'a> Scope<'a> {
             held: Vec::new(),
             kept: Vec::new(),
             parts: None,
+            text: String::new(),
         }
     }
 
@@ -596,6 +599,17 @@ impl<'a> Scope<'a> {
     }
 
     /// Renders a compiled template into `out`; `None` means "ask minijinja".
+    /// `pieces` rendered and trimmed, in the scope's reused room: one allocation per text,
+    /// its own.
+    pub fn rendered(&mut self, pieces: &[Piece]) -> Option<Arc<str>> {
+        let mut out = std::mem::take(&mut self.text);
+        out.clear();
+        let done = self.render(pieces, &mut out);
+        let text = done.map(|()| out.trim().into());
+        self.text = out;
+        text
+    }
+
     pub fn render(&mut self, pieces: &[Piece], out: &mut String) -> Option<()> {
         for p in pieces {
             match p {
