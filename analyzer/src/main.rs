@@ -190,9 +190,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let t = html::Templates::load(templates.as_deref())?;
             let o = batch::merge(&shards, &output, &t)?;
             eprintln!(
-                "memgap: merged {} bundle(s) from {} shard(s) into {}",
+                "memgap: merged {} bundle(s) from {} shard(s) ({} failed{}) into {}",
                 o.bundles,
                 shards.len(),
+                o.failed,
+                read_in_part(o.partial),
                 output.join("index.html").display()
             );
             Ok(if o.failed > 0 {
@@ -264,9 +266,10 @@ fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
         )?;
         progress.finish_and_clear();
         eprintln!(
-            "memgap: {} bundle(s), {} failed; wrote {}",
+            "memgap: {} bundle(s), {} failed{}; wrote {}",
             o.bundles,
             o.failed,
+            read_in_part(o.partial),
             a.output.join("index.html").display()
         );
         return Ok(exit_code(o.failed > 0, fails(o.worst)));
@@ -339,6 +342,14 @@ fn diff_cmd(a: DiffArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// 2 when a bundle could not be analyzed, 1 when a finding reached `--fail-on`, else 0.
+/// `, N read in part` for a batch's last line, when bundles were (see `batch::Outcome`).
+fn read_in_part(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {n} read in part"),
+    }
+}
+
 fn exit_code(failed: bool, alarm: bool) -> ExitCode {
     if failed {
         ExitCode::from(2)

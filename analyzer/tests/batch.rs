@@ -12,7 +12,8 @@ fn memgap() -> Command {
     Command::cargo_bin("memgap").unwrap()
 }
 
-/// A fleet: `n` small synthetic nodes (alternating v1 and v2) and one corrupt file.
+/// A fleet: `n` small synthetic nodes (alternating v1 and v2), one corrupt file and one
+/// bundle cut short (a copy of the first node's, two thirds of it).
 fn fleet(dir: &Path, n: usize) {
     for i in 0..n {
         let root = dir.join(format!("root-{i}"));
@@ -24,6 +25,8 @@ fn fleet(dir: &Path, n: usize) {
         std::fs::remove_dir_all(&root).unwrap();
     }
     std::fs::write(dir.join("fleet/broken.tar.gz"), b"\x1f\x8b not really").unwrap();
+    let whole = std::fs::read(dir.join("fleet/zone-a/node-0.tar.gz")).unwrap();
+    std::fs::write(dir.join("fleet/cut.tar.gz"), &whole[..whole.len() * 2 / 3]).unwrap();
 }
 
 fn lines(p: &Path) -> Vec<serde_json::Value> {
@@ -50,8 +53,31 @@ fn a_directory_of_bundles_gives_an_index_pages_and_json_lines() {
     assert_eq!(r.status.code(), Some(2));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("broken.tar.gz"), "{err}");
+    // The bundle cut short is analyzed from what it holds, and said to be read in part.
+    assert!(err.contains("cut.tar.gz: read in part: "), "{err}");
+    assert!(err.contains("archive is truncated or corrupt"), "{err}");
+    assert!(
+        err.contains("6 bundle(s), 1 failed, 1 read in part"),
+        "{err}"
+    );
     let bundles = lines(&out.join("bundles.jsonl"));
-    assert_eq!(bundles.len(), 5);
+    assert_eq!(bundles.len(), 6);
+    let cut = bundles
+        .iter()
+        .find(|b| b["bundle"].as_str().unwrap().ends_with("cut.tar.gz"));
+    let cut = cut.unwrap();
+    assert!(
+        cut["error"].is_null() && cut["errors"].as_u64().unwrap() >= 1,
+        "{cut}"
+    );
+    assert!(
+        cut["diagnostics"].as_u64() >= cut["errors"].as_u64(),
+        "{cut}"
+    );
+    assert!(cut.get("first_error").is_none(), "{cut}");
+    for b in bundles.iter().filter(|b| b != &cut) {
+        assert_eq!(b["errors"], 0, "{b}");
+    }
     let broken = bundles.iter().find(|b| b["error"].is_string()).unwrap();
     assert!(broken["bundle"]
         .as_str()
@@ -78,6 +104,7 @@ fn a_directory_of_bundles_gives_an_index_pages_and_json_lines() {
     }
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(index.contains("could not be analyzed") && index.contains("broken.tar.gz"));
+    assert!(index.contains("1 bundle(s) read in part") && index.contains("read in part: "));
     assert!(index.contains("fleet_zone-a_node-0.html"));
     // Every page name stays inside the output directory.
     for e in walkdir::WalkDir::new(&out) {
@@ -123,6 +150,8 @@ fn shards_merge_into_the_same_review() {
         Some(2),
         "the broken bundle is still reported as failed"
     );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("(1 failed, 1 read in part)"), "{err}");
     let key = |v: &serde_json::Value| format!("{} {} {}", v["bundle"], v["rule"], v["subject"]);
     let mut a: Vec<String> = lines(&whole.join("findings.jsonl"))
         .iter()
@@ -135,8 +164,13 @@ fn shards_merge_into_the_same_review() {
     a.sort();
     b.sort();
     assert_eq!(a, b);
-    assert_eq!(lines(&merged.join("bundles.jsonl")).len(), 6);
-    for b in lines(&merged.join("bundles.jsonl")) {
+    let rows = lines(&merged.join("bundles.jsonl"));
+    assert_eq!(rows.len(), 7);
+    // The shards' counts of errors survive the merge.
+    assert_eq!(rows.iter().filter(|b| b["errors"] != 0).count(), 1);
+    let index = std::fs::read_to_string(merged.join("index.html")).unwrap();
+    assert!(index.contains("1 bundle(s) read in part"));
+    for b in rows {
         if let Some(p) = b["page"].as_str() {
             assert!(merged.join(p).exists(), "{p}");
         }

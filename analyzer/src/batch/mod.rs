@@ -134,6 +134,14 @@ pub struct BundleLine {
     pub top: Vec<Headline>,
     /// Problems reading the bundle or applying rules (the bundle was still analyzed).
     pub diagnostics: usize,
+    /// Of those, errors: parts of the bundle that could not be read (a truncated or damaged
+    /// archive, a damaged pack, too many entries); its analysis may be incomplete. A line
+    /// without it (an older `bundles.jsonl` given to `merge`) reads as 0.
+    #[serde(default)]
+    pub errors: usize,
+    /// The first of those errors, for the line on standard error (not in `bundles.jsonl`).
+    #[serde(skip)]
+    pub first_error: Option<String>,
     /// Why the bundle could not be analyzed at all.
     pub error: Option<String>,
 }
@@ -276,6 +284,8 @@ pub struct Options<'a> {
 pub struct Outcome {
     pub bundles: usize,
     pub failed: usize,
+    /// Bundles analyzed from what could be read of them (see [`BundleLine::errors`]).
+    pub partial: usize,
     /// The most severe finding seen.
     pub worst: Option<Severity>,
 }
@@ -314,6 +324,19 @@ pub fn run(
         if let Some(e) = &row.error {
             outcome.failed += 1;
             progress.suspend(|| eprintln!("memgap: error: {e}"));
+        }
+        if let Some(first) = &row.first_error {
+            outcome.partial += 1;
+            let more = match row.errors {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            progress.suspend(|| {
+                eprintln!(
+                    "memgap: warning: {}: read in part: {first}{more}",
+                    row.bundle
+                )
+            });
         }
         outcome.worst = outcome.worst.max(row.worst);
         findings_out.write_all(&json)?;
@@ -510,6 +533,8 @@ fn error_line(bundle: &str, error: String) -> BundleLine {
         worst: None,
         top: Vec::new(),
         diagnostics: 0,
+        errors: 0,
+        first_error: None,
         error: Some(error),
     }
 }
@@ -520,6 +545,10 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> BundleLine {
     let b = &m.bundle;
     let count = |s| a.findings.iter().filter(|f| f.severity == s).count();
     let top = crate::rules::engine::by_importance(&a.findings);
+    let reading_errors = a
+        .diagnostics
+        .iter()
+        .filter(|d| d.level == reader::Level::Error);
     BundleLine {
         bundle: bundle.to_string(),
         page: page.map(str::to_string),
@@ -545,6 +574,11 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> BundleLine {
             })
             .collect(),
         diagnostics: a.diagnostics.len(),
+        errors: reading_errors.clone().count(),
+        first_error: reading_errors.clone().next().map(|d| match &d.file {
+            Some(file) => format!("{file}: {}", d.message),
+            None => d.message.clone(),
+        }),
         error: None,
     }
 }
@@ -554,6 +588,7 @@ struct IndexView<'a> {
     memgap_version: &'static str,
     bundles: &'a [BundleLine],
     failed: usize,
+    partial: usize,
     rules: Vec<RuleStat>,
     critical: usize,
     warning: usize,
@@ -572,6 +607,7 @@ pub fn write_index(
         memgap_version: env!("CARGO_PKG_VERSION"),
         bundles: rows,
         failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        partial: rows.iter().filter(|r| r.errors > 0).count(),
         rules,
         critical: rows.iter().map(|r| r.critical).sum(),
         warning: rows.iter().map(|r| r.warning).sum(),
@@ -619,6 +655,7 @@ pub fn merge(shards: &[PathBuf], out: &Path, t: &Templates) -> anyhow::Result<Ou
             }
             outcome.bundles += 1;
             outcome.failed += usize::from(row.error.is_some());
+            outcome.partial += usize::from(row.errors > 0);
             outcome.worst = outcome.worst.max(row.worst);
             rows.push(row);
         }
