@@ -341,7 +341,6 @@ fn diff_cmd(a: DiffArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// 2 when a bundle could not be analyzed, 1 when a finding reached `--fail-on`, else 0.
 /// `, N read in part` for a batch's last line, when bundles were (see `batch::Outcome`).
 fn read_in_part(n: usize) -> String {
     match n {
@@ -350,6 +349,7 @@ fn read_in_part(n: usize) -> String {
     }
 }
 
+/// 2 when a bundle could not be analyzed, 1 when a finding reached `--fail-on`, else 0.
 fn exit_code(failed: bool, alarm: bool) -> ExitCode {
     if failed {
         ExitCode::from(2)
