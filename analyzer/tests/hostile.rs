@@ -226,6 +226,7 @@ fn many_tiny_entries_are_capped() {
         .diagnostics
         .iter()
         .any(|d| d.message.contains("more than 50 entries")));
+    assert!(!b.complete, "entries past the cap were lost");
 }
 
 #[test]
@@ -506,9 +507,32 @@ fn a_damaged_pack_keeps_the_files_before_the_damage() {
             .iter()
             .find(|d| d.message.contains("damaged pack"));
         let said = said.unwrap_or_else(|| panic!("{:#?}", b.diagnostics));
+        assert!(!b.complete, "files of the pack were lost");
         assert_eq!(
             (said.level, said.file.as_deref()),
             (reader::Level::Error, Some(&*packed))
         );
     }
+}
+
+/// A bundle cut short may lack cgroups: v1's dying cgroups (the kernel's count less the
+/// bundle's) and each cgroup's own usage (less its children's) are unknown, not too large.
+#[test]
+fn a_bundle_read_in_part_leaves_what_needs_every_cgroup_unknown() {
+    let d = common::scratch();
+    synth::generate(d.path(), &Spec::new(Version::V1, 300, 40)).unwrap();
+    let gz = common::collect(d.path());
+    let whole = model::build(&read(&gz).unwrap());
+    assert!(whole.bundle.complete);
+    assert_eq!(whole.node.dying_cgroups, Some(0));
+    assert!(whole.cgroups.iter().any(|c| c.own_usage_bytes.is_some()));
+    let cut = model::build(&read(&gz[..gz.len() / 2]).unwrap());
+    assert!(!cut.bundle.complete);
+    assert!(
+        cut.cgroups.len() < whole.cgroups.len(),
+        "{}",
+        cut.cgroups.len()
+    );
+    assert_eq!(cut.node.dying_cgroups, None);
+    assert!(cut.cgroups.iter().all(|c| c.own_usage_bytes.is_none()));
 }

@@ -49,6 +49,10 @@ pub struct BundleInfo {
     pub sample: usize,
     pub missed: Vec<Missed>,
     pub missed_not_listed: u64,
+    /// Every entry of the archive was read (see `reader::Bundle::complete`). When not, what
+    /// needs every cgroup of the node is unknown: v1's count of dying cgroups and each
+    /// cgroup's own usage (its usage less its children's).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -252,6 +256,15 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
     derive(&mut cgroups, &links, sums, cpus);
     node.memory_cgroups_live = links.memory_cgroups;
     node.dying_cgroups = dying(&node, &cgroups, mode);
+    // Lost entries may have held cgroups: counted from the bundle's cgroups, v1's dying ones
+    // (the kernel's count less the bundle's) and a parent's own usage (less its children's)
+    // would be too large, and say so with confidence.
+    if !b.complete {
+        if mode != CgroupMode::V2 {
+            node.dying_cgroups = None;
+        }
+        cgroups.iter_mut().for_each(|c| c.own_usage_bytes = None);
+    }
     crate::reader::cap_diagnostics(&mut diags);
     let mut oom_events = b
         .shared_file(bundle::OOM_FILE)
@@ -297,6 +310,7 @@ pub fn build_sample(b: &Bundle, sample: usize) -> Model {
             sample,
             missed: m.map(|m| m.missed.clone()).unwrap_or_default(),
             missed_not_listed: m.map_or(0, |m| m.missed_not_listed),
+            complete: b.complete,
         },
         node,
         cgroups,

@@ -309,6 +309,10 @@ pub struct Bundle {
     pub shared: Files,
     pub stored: Stored,
     pub diagnostics: Vec<Diagnostic>,
+    /// Every entry of the archive was read: false when some were lost (a truncated or corrupt
+    /// archive, a damaged pack, more entries than allowed), and the bundle may lack cgroups
+    /// and processes the node had.
+    pub complete: bool,
 }
 
 impl Bundle {
@@ -401,6 +405,8 @@ struct Reading {
     /// Tar entries taken, and how many may be.
     count: u64,
     max_entries: u64,
+    /// Entries (or files of a pack) were lost: see [`Bundle::complete`].
+    lost: bool,
 }
 
 impl Reading {
@@ -420,6 +426,7 @@ impl Reading {
             scratch: Vec::new(),
             count: 0,
             max_entries: limits.max_entries,
+            lost: false,
         }
     }
 
@@ -523,6 +530,7 @@ impl Reading {
                 key.drain(..start);
                 files.insert_pack(key, list);
                 if let Some((rel, msg)) = note {
+                    self.lost = true;
                     self.layout_note(Level::Error, &rel, msg);
                 }
             }
@@ -544,6 +552,7 @@ impl Reading {
                 "more than {} entries; the rest is ignored",
                 self.max_entries
             );
+            self.lost = true;
             self.note(Level::Error, None, msg);
             return false;
         }
@@ -564,6 +573,7 @@ impl Reading {
         let Ending::Broken { entry, error } = ending else {
             return Ok(());
         };
+        self.lost = true;
         match entry {
             None if self.stored.entries == 0 => {
                 return Err(BundleError::NotABundle {
@@ -625,6 +635,7 @@ impl Reading {
             shared: Files::default(),
             stored: self.stored,
             diagnostics,
+            complete: !self.lost,
         };
         let (mut top, mut snaps) = (self.top, self.snaps);
         for f in std::iter::once(&mut top).chain(snaps.iter_mut()) {
