@@ -74,9 +74,14 @@ fn a_directory_of_bundles_gives_an_index_pages_and_json_lines() {
         cut["diagnostics"].as_u64() >= cut["errors"].as_u64(),
         "{cut}"
     );
+    assert_eq!(cut["complete"], false, "{cut}");
     assert!(cut.get("first_error").is_none(), "{cut}");
-    for b in bundles.iter().filter(|b| b != &cut) {
-        assert_eq!(b["errors"], 0, "{b}");
+    for b in bundles.iter().filter(|b| b != &cut && b["error"].is_null()) {
+        assert_eq!(
+            (&b["errors"], &b["complete"]),
+            (&0.into(), &true.into()),
+            "{b}"
+        );
     }
     let broken = bundles.iter().find(|b| b["error"].is_string()).unwrap();
     assert!(broken["bundle"]
@@ -104,7 +109,7 @@ fn a_directory_of_bundles_gives_an_index_pages_and_json_lines() {
     }
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(index.contains("could not be analyzed") && index.contains("broken.tar.gz"));
-    assert!(index.contains("1 bundle(s) read in part") && index.contains("read in part: "));
+    assert!(index.contains("1 bundle(s) read in part") && index.contains(">read in part</span>"));
     assert!(index.contains("fleet_zone-a_node-0.html"));
     // Every page name stays inside the output directory.
     for e in walkdir::WalkDir::new(&out) {
@@ -166,7 +171,9 @@ fn shards_merge_into_the_same_review() {
     assert_eq!(a, b);
     let rows = lines(&merged.join("bundles.jsonl"));
     assert_eq!(rows.len(), 7);
-    // The shards' counts of errors survive the merge.
+    // What the shards said of each bundle survives the merge (the error line is not
+    // complete either).
+    assert_eq!(rows.iter().filter(|b| b["complete"] == false).count(), 2);
     assert_eq!(rows.iter().filter(|b| b["errors"] != 0).count(), 1);
     let index = std::fs::read_to_string(merged.join("index.html")).unwrap();
     assert!(index.contains("1 bundle(s) read in part"));

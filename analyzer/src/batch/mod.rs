@@ -134,16 +134,30 @@ pub struct BundleLine {
     pub top: Vec<Headline>,
     /// Problems reading the bundle or applying rules (the bundle was still analyzed).
     pub diagnostics: usize,
-    /// Of those, errors: parts of the bundle that could not be read (a truncated or damaged
-    /// archive, a damaged pack, too many entries); its analysis may be incomplete. A line
-    /// without it (an older `bundles.jsonl` given to `merge`) reads as 0.
+    /// Of those, errors (parts of the bundle that could not be read, a manifest that could
+    /// not). A line without it (an older `bundles.jsonl` given to `merge`) reads as 0.
     #[serde(default)]
     pub errors: usize,
-    /// The first of those errors, for the line on standard error (not in `bundles.jsonl`).
+    /// Every entry of the archive was read (`bundle.complete` of the analysis); when not, its
+    /// findings may miss what the lost entries held. Absent: true.
+    #[serde(default = "yes")]
+    pub complete: bool,
+    /// The first error, for the line on standard error (not in `bundles.jsonl`).
     #[serde(skip)]
     pub first_error: Option<String>,
     /// Why the bundle could not be analyzed at all.
     pub error: Option<String>,
+}
+
+impl BundleLine {
+    /// Analyzed from what could be read of it: entries were lost.
+    pub fn is_partial(&self) -> bool {
+        self.error.is_none() && !self.complete
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,7 +298,7 @@ pub struct Options<'a> {
 pub struct Outcome {
     pub bundles: usize,
     pub failed: usize,
-    /// Bundles analyzed from what could be read of them (see [`BundleLine::errors`]).
+    /// Bundles analyzed from what could be read of them (see [`BundleLine::complete`]).
     pub partial: usize,
     /// The most severe finding seen.
     pub worst: Option<Severity>,
@@ -325,8 +339,9 @@ pub fn run(
             outcome.failed += 1;
             progress.suspend(|| eprintln!("memgap: error: {e}"));
         }
-        if let Some(first) = &row.first_error {
+        if row.is_partial() {
             outcome.partial += 1;
+            let first = row.first_error.as_deref().unwrap_or("entries were lost");
             let more = match row.errors {
                 0 | 1 => String::new(),
                 n => format!(" (and {} more)", n - 1),
@@ -534,6 +549,7 @@ fn error_line(bundle: &str, error: String) -> BundleLine {
         top: Vec::new(),
         diagnostics: 0,
         errors: 0,
+        complete: false,
         first_error: None,
         error: Some(error),
     }
@@ -575,6 +591,7 @@ pub fn summarize(bundle: &str, page: Option<&str>, a: &Analysis) -> BundleLine {
             .collect(),
         diagnostics: a.diagnostics.len(),
         errors: reading_errors.clone().count(),
+        complete: m.bundle.complete,
         first_error: reading_errors.clone().next().map(|d| match &d.file {
             Some(file) => format!("{file}: {}", d.message),
             None => d.message.clone(),
@@ -607,7 +624,7 @@ pub fn write_index(
         memgap_version: env!("CARGO_PKG_VERSION"),
         bundles: rows,
         failed: rows.iter().filter(|r| r.error.is_some()).count(),
-        partial: rows.iter().filter(|r| r.errors > 0).count(),
+        partial: rows.iter().filter(|r| r.is_partial()).count(),
         rules,
         critical: rows.iter().map(|r| r.critical).sum(),
         warning: rows.iter().map(|r| r.warning).sum(),
@@ -655,7 +672,7 @@ pub fn merge(shards: &[PathBuf], out: &Path, t: &Templates) -> anyhow::Result<Ou
             }
             outcome.bundles += 1;
             outcome.failed += usize::from(row.error.is_some());
-            outcome.partial += usize::from(row.errors > 0);
+            outcome.partial += usize::from(row.is_partial());
             outcome.worst = outcome.worst.max(row.worst);
             rows.push(row);
         }
