@@ -68,6 +68,13 @@ pub fn text(a: &Analysis, top: usize, min: Severity) -> String {
              what follows may be incomplete"
         );
     }
+    if !b.complete {
+        let _ = writeln!(
+            o,
+            "  read in part: cgroups and processes of the lost entries are missing; dying \
+             cgroups and own usage unknown"
+        );
+    }
     let n = &m.node;
     let parts: Vec<String> = n
         .breakdown

@@ -107,12 +107,25 @@ fn truncated_gzip_keeps_the_entries_before_the_cut() {
     );
     let second = text.lines().nth(1).unwrap_or_default();
     assert!(second.contains("error(s) reading this bundle"), "{text}");
+    let third = text.lines().nth(2).unwrap_or_default();
+    assert!(third.contains("read in part: "), "{text}");
+    let page = memgap_analyzer::html::Templates::builtin()
+        .unwrap()
+        .report(&a)
+        .unwrap();
+    assert!(page.contains("The bundle was read in part"));
     let whole = memgap_analyzer::Analysis::of(
         read(&gz).unwrap(),
         &memgap_analyzer::rules::RuleSet::builtin().unwrap(),
     );
     let text = memgap_analyzer::output::text(&whole, 10, memgap_analyzer::rules::Severity::Info);
     assert!(!text.contains("error(s) reading this bundle"), "{text}");
+    assert!(!text.contains("read in part"), "{text}");
+    let page = memgap_analyzer::html::Templates::builtin()
+        .unwrap()
+        .report(&whole)
+        .unwrap();
+    assert!(!page.contains("read in part"));
 }
 
 #[test]
