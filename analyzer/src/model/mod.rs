@@ -155,6 +155,10 @@ pub struct Cgroup {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProcSum {
     pub count: u64,
+    /// PIDs the cgroup's and its descendants' `cgroup.procs` list: the processes the kernel
+    /// had there, whether or not the bundle holds their `/proc/PID` (lost from a bundle read
+    /// in part, or gone before it was read).
+    pub listed: u64,
     pub rss: u64,
     pub rss_anon: u64,
     pub rss_file: u64,
@@ -711,6 +715,7 @@ fn read_cgroups(
     let mut links = Links {
         parents: Vec::with_capacity(cgroups.len()),
         usage: Vec::with_capacity(cgroups.len()),
+        listed: Vec::with_capacity(cgroups.len()),
         by_pid: FastMap::default(),
         memory_cgroups: 0,
     };
@@ -718,6 +723,7 @@ fn read_cgroups(
         let c = &cgroups[i];
         links.parents.push(c.parent);
         links.usage.push(c.usage_bytes);
+        links.listed.push(c.pids.len() as u64);
         if c.hierarchy_is_memory(mode) {
             links.memory_cgroups += 1;
             for &pid in &c.pids {
@@ -735,6 +741,8 @@ fn read_cgroups(
 struct Links {
     parents: Vec<Option<usize>>,
     usage: Vec<Option<u64>>,
+    /// PIDs in each cgroup's own `cgroup.procs`.
+    listed: Vec<u64>,
     /// PID -> the memory cgroup whose `cgroup.procs` lists it (the last one, if several do).
     by_pid: FastMap<u32, usize>,
     /// Cgroups of the memory hierarchy.
@@ -899,7 +907,7 @@ fn attach_processes(
             message: format!("{missing} process(es) are in cgroups the bundle does not hold ({example}); they count for no cgroup"),
         });
     }
-    subtree_sums(&links.parents, procs)
+    subtree_sums(&links.parents, &links.listed, procs)
 }
 
 /// Each cgroup's process sums and top process (the most anonymous memory; the first listed
@@ -908,9 +916,16 @@ fn attach_processes(
 /// touched a ~1 KiB cgroup per level.
 fn subtree_sums(
     parents: &[Option<usize>],
+    listed: &[u64],
     procs: &[RawProcess<'_>],
 ) -> (Vec<ProcSum>, Vec<Option<usize>>) {
-    let mut sums = vec![ProcSum::default(); parents.len()];
+    let mut sums: Vec<ProcSum> = listed
+        .iter()
+        .map(|&listed| ProcSum {
+            listed,
+            ..ProcSum::default()
+        })
+        .collect();
     let mut tops: Vec<Option<usize>> = vec![None; parents.len()];
     let anon = |j: usize| procs[j].0.rss_anon.unwrap_or(0);
     let better = |a: Option<usize>, b: Option<usize>| match (a, b) {
@@ -957,6 +972,7 @@ impl ProcSum {
 
     fn merge(&mut self, o: &ProcSum) {
         self.count += o.count;
+        self.listed += o.listed;
         self.rss += o.rss;
         self.rss_anon += o.rss_anon;
         self.rss_file += o.rss_file;
@@ -1108,9 +1124,11 @@ mod tests {
             proc(None, 100),
             proc(Some(3), 7),
         ];
-        let (sums, tops) = subtree_sums(&parents, &procs);
+        let (sums, tops) = subtree_sums(&parents, &[1, 4, 2, 5], &procs);
         let counts: Vec<u64> = sums.iter().map(|s| s.count).collect();
         assert_eq!(counts, [4, 3, 1, 2]);
+        let listed: Vec<u64> = sums.iter().map(|s| s.listed).collect();
+        assert_eq!(listed, [12, 9, 2, 5]);
         assert_eq!(sums[0].rss, 6 + 8 + 8 + 8);
         assert_eq!(sums[1].rss_anon, 5 + 7 + 7);
         // Ties at 7: the first listed process wins wherever both count.

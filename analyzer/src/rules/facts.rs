@@ -655,8 +655,8 @@ macro_rules! proc_fields {
 }
 
 proc_fields!(
-    count, rss, rss_anon, rss_file, rss_shmem, pss, pss_anon, pss_file, pss_shmem, swap, locked,
-    lazyfree, anon_huge, threads, pagetables,
+    count, listed, rss, rss_anon, rss_file, rss_shmem, pss, pss_anon, pss_file, pss_shmem, swap,
+    locked, lazyfree, anon_huge, threads, pagetables,
 );
 
 /// `cg.procs`, field by field (rules read one or two of them per cgroup).
