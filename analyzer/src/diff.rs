@@ -38,6 +38,9 @@ pub struct Side {
     pub host: String,
     pub collected_at: String,
     pub kernel: String,
+    /// Every entry of the bundle was read: when not, the cgroups its lost entries held look
+    /// vanished (or appeared) and their findings resolved (or new).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +86,7 @@ fn side(a: &Analysis) -> Side {
         host: b.hostname.clone(),
         collected_at: b.collected_at.clone(),
         kernel: b.kernel_release.clone(),
+        complete: b.complete,
     }
 }
 
@@ -283,6 +287,19 @@ pub fn text(d: &Diff) -> String {
     );
     if !d.same_host {
         let _ = writeln!(o, "warning: the bundles come from different hosts");
+    }
+    for (which, side) in [("old", &d.old), ("new", &d.new)] {
+        if !side.complete {
+            let _ = writeln!(
+                o,
+                "warning: the {which} bundle was read in part: cgroups it lost show as {}",
+                if which == "old" {
+                    "appeared"
+                } else {
+                    "vanished"
+                }
+            );
+        }
     }
     let _ = writeln!(o, "node:");
     for x in d.node.iter().filter(|x| x.change != 0).take(8) {

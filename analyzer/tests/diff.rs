@@ -83,7 +83,42 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(std::fs::read_to_string(&page)
-        .unwrap()
-        .contains("What changed?"));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("What changed?") && !html.contains("read in part"));
+    assert_eq!(
+        (&v["old"]["complete"], &v["new"]["complete"]),
+        (&true.into(), &true.into())
+    );
+
+    // An after-bundle cut short: what it lost looks vanished, and the diff says why.
+    let whole = std::fs::read(&after).unwrap();
+    let cut = d.path().join("cut.tar.gz");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let diff = |format: &str| {
+        let out = Command::cargo_bin("memgap")
+            .unwrap()
+            .args(["diff", "--format", format])
+            .arg(&before)
+            .arg(&cut)
+            .arg("-o")
+            .arg("-")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = diff("text");
+    assert!(
+        text.contains("warning: the new bundle was read in part: cgroups it lost show as vanished"),
+        "{text}"
+    );
+    let page = diff("html");
+    assert!(page.contains("The bundle after was read in part"));
+    let v: serde_json::Value = serde_json::from_str(&diff("json")).unwrap();
+    assert_eq!(v["new"]["complete"], false);
+    assert!(!v["vanished"].as_array().unwrap().is_empty());
 }
