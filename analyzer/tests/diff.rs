@@ -6,6 +6,21 @@ mod common;
 use assert_cmd::Command;
 use memgap_collector::synth::{self, Spec, Version};
 
+/// `memgap diff OLD NEW --format FORMAT -o -`, which must succeed.
+fn diff(old: &std::path::Path, new: &std::path::Path, format: &str) -> String {
+    let out = Command::cargo_bin("memgap")
+        .unwrap()
+        .args(["diff", "--format", format])
+        .arg(old)
+        .arg(new)
+        .args(["-o", "-"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn diff_shows_growth_new_cgroups_and_new_findings() {
     let d = common::scratch();
@@ -29,19 +44,7 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
     let after = d.path().join("after.tar.gz");
     std::fs::write(&after, common::collect(&root)).unwrap();
 
-    let out = Command::cargo_bin("memgap")
-        .unwrap()
-        .args(["diff", "--format", "json"])
-        .arg(&before)
-        .arg(&after)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&diff(&before, &after, "json")).unwrap();
     let path = format!("/{}", target.strip_prefix(&cg_root).unwrap().display());
     let c = v["cgroups"]
         .as_array()
@@ -67,13 +70,12 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
         .unwrap()
         .iter()
         .any(|f| f["rule"].as_str().unwrap().starts_with("shmem")));
-    // HTML and text render too.
+    // HTML renders too, to a file named for it.
     let page = d.path().join("diff.html");
     let out = Command::cargo_bin("memgap")
         .unwrap()
         .arg("diff")
-        .arg(&before)
-        .arg(&after)
+        .args([&before, &after])
         .arg("-o")
         .arg(&page)
         .output()
@@ -94,31 +96,14 @@ fn diff_shows_growth_new_cgroups_and_new_findings() {
     let whole = std::fs::read(&after).unwrap();
     let cut = d.path().join("cut.tar.gz");
     std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
-    let diff = |format: &str| {
-        let out = Command::cargo_bin("memgap")
-            .unwrap()
-            .args(["diff", "--format", format])
-            .arg(&before)
-            .arg(&cut)
-            .arg("-o")
-            .arg("-")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let text = diff("text");
+    let text = diff(&before, &cut, "text");
     assert!(
         text.contains("warning: the new bundle was read in part: cgroups it lost show as vanished"),
         "{text}"
     );
-    let page = diff("html");
+    let page = diff(&before, &cut, "html");
     assert!(page.contains("The bundle after was read in part"));
-    let v: serde_json::Value = serde_json::from_str(&diff("json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&diff(&before, &cut, "json")).unwrap();
     assert_eq!(v["new"]["complete"], false);
     assert!(!v["vanished"].as_array().unwrap().is_empty());
 }
