@@ -288,16 +288,16 @@ pub fn text(d: &Diff) -> String {
     if !d.same_host {
         let _ = writeln!(o, "warning: the bundles come from different hosts");
     }
-    for (which, side) in [("old", &d.old), ("new", &d.new)] {
+    let sides = [
+        ("old", &d.old, "appeared", "new"),
+        ("new", &d.new, "vanished", "resolved"),
+    ];
+    for (which, side, cgroups, findings) in sides {
         if !side.complete {
             let _ = writeln!(
                 o,
-                "warning: the {which} bundle was read in part: cgroups it lost show as {}",
-                if which == "old" {
-                    "appeared"
-                } else {
-                    "vanished"
-                }
+                "warning: the {which} bundle was read in part: cgroups it lost show as \
+                 {cgroups}, their findings as {findings}"
             );
         }
     }
