@@ -21,6 +21,8 @@ pub mod rules;
 /// in every process, so a hostile bundle cannot be crafted to make its keys collide (std's
 /// SipHash cost 3% of model building; an unseeded hash such as FxHash could be attacked).
 pub type FastMap<K, V> = foldhash::HashMap<K, V>;
+/// The set of the same hash.
+pub type FastSet<K> = foldhash::HashSet<K>;
 
 /// The files of `rules/` and `templates/`, embedded at build time (see `build.rs`).
 pub mod embedded {

@@ -152,13 +152,14 @@ pub type ContainerNames = FastMap<Arc<str>, (Arc<str>, Arc<str>, Arc<str>)>;
 
 impl Names {
     pub fn read(files: &Files) -> Names {
+        let mut shared = Shared::default();
         Names {
             pods: files
                 .get(bundle::PODS_FILE)
-                .map(|t| pod_names(&parse::text(t))),
+                .map(|t| pod_names_with(&parse::text(t), &mut shared)),
             containers: files
                 .get(bundle::CONTAINERS_FILE)
-                .map(|t| container_names(&parse::text(t))),
+                .map(|t| container_names_with(&parse::text(t), &mut shared)),
         }
     }
 
@@ -191,9 +192,30 @@ impl Names {
     }
 }
 
+/// Names that recur through both lists (namespaces, pod names, container names), one string
+/// each: a node has a few namespaces and container names, each pod's name is in both lists,
+/// and a string apiece was ~8,000 allocations for 1,700 pods.
+#[derive(Default)]
+struct Shared(crate::FastSet<Arc<str>>);
+
+impl Shared {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(s) = self.0.get(name) {
+            return Arc::clone(s);
+        }
+        let s: Arc<str> = name.into();
+        self.0.insert(Arc::clone(&s));
+        s
+    }
+}
+
 /// Pod names from `memgap/pods.txt` (`<namespace>_<pod>_<uid>/<container>` lines): uid ->
 /// (namespace, pod, container names).
 pub fn pod_names(text: &str) -> PodNames {
+    pod_names_with(text, &mut Shared::default())
+}
+
+fn pod_names_with(text: &str, shared: &mut Shared) -> PodNames {
     let mut out = PodNames::default();
     for line in crate::parse::lines(text) {
         let (pod_dir, container) = match split_once(line, b'/') {
@@ -210,10 +232,10 @@ pub fn pod_names(text: &str) -> PodNames {
             Some(e) => e,
             None => out
                 .entry(uid.into())
-                .or_insert((ns.into(), pod.into(), Vec::new())),
+                .or_insert((shared.get(ns), shared.get(pod), Vec::new())),
         };
         if let Some(c) = container.filter(|c| !c.is_empty()) {
-            e.2.push(c.into());
+            e.2.push(shared.get(c));
         }
     }
     out
@@ -222,6 +244,10 @@ pub fn pod_names(text: &str) -> PodNames {
 /// Container names from `memgap/containers.txt` (`<pod>_<namespace>_<container>-<id>.log`):
 /// container ID -> (namespace, pod, container).
 pub fn container_names(text: &str) -> ContainerNames {
+    container_names_with(text, &mut Shared::default())
+}
+
+fn container_names_with(text: &str, shared: &mut Shared) -> ContainerNames {
     let mut out = ContainerNames::default();
     for line in crate::parse::lines(text) {
         let Some(stem) = line.trim().strip_suffix(".log") else {
@@ -233,7 +259,7 @@ pub fn container_names(text: &str) -> ContainerNames {
         let (rest, id) = (&stem[..dash], &stem[dash + 1..]);
         let names = split_once(rest, b'_').and_then(|(pod, r)| Some((pod, split_once(r, b'_')?)));
         if let Some((pod, (ns, c))) = names {
-            out.insert(id.into(), (ns.into(), pod.into(), c.into()));
+            out.insert(id.into(), (shared.get(ns), shared.get(pod), shared.get(c)));
         }
     }
     out
