@@ -398,6 +398,33 @@ mod tests {
         assert!(!m.contains_key("u2") && m.len() == 2);
     }
 
+    #[test]
+    fn names_that_recur_are_one_string() {
+        let mut shared = Shared::default();
+        let pods = pod_names_with(
+            "ns_web_u1/app
+ns_db_u2/app
+",
+            &mut shared,
+        );
+        let logs = container_names_with(
+            "web_ns_app-c1.log
+",
+            &mut shared,
+        );
+        let (u1, u2, c1) = (&pods["u1"], &pods["u2"], &logs["c1"]);
+        assert!(
+            Arc::ptr_eq(&u1.0, &u2.0) && Arc::ptr_eq(&u1.0, &c1.0),
+            "namespaces"
+        );
+        assert!(Arc::ptr_eq(&u1.1, &c1.1), "a pod's name in both lists");
+        assert!(
+            Arc::ptr_eq(&u1.2[0], &u2.2[0]) && Arc::ptr_eq(&u1.2[0], &c1.2),
+            "containers"
+        );
+        assert_eq!((&*c1.0, &*c1.1, &*c1.2), ("ns", "web", "app"));
+    }
+
     proptest::proptest! {
         #[test]
         fn components_and_splits_are_the_standard_librarys(s in "[a/_-]{0,16}") {
