@@ -401,17 +401,8 @@ mod tests {
     #[test]
     fn names_that_recur_are_one_string() {
         let mut shared = Shared::default();
-        let pods = pod_names_with(
-            "ns_web_u1/app
-ns_db_u2/app
-",
-            &mut shared,
-        );
-        let logs = container_names_with(
-            "web_ns_app-c1.log
-",
-            &mut shared,
-        );
+        let pods = pod_names_with("ns_web_u1/app\nns_db_u2/app\n", &mut shared);
+        let logs = container_names_with("web_ns_app-c1.log\n", &mut shared);
         let (u1, u2, c1) = (&pods["u1"], &pods["u2"], &logs["c1"]);
         assert!(
             Arc::ptr_eq(&u1.0, &u2.0) && Arc::ptr_eq(&u1.0, &c1.0),
