@@ -134,8 +134,8 @@ pub struct BundleLine {
     pub top: Vec<Headline>,
     /// Problems reading the bundle or applying rules (the bundle was still analyzed).
     pub diagnostics: usize,
-    /// Of those, errors (parts of the bundle that could not be read, a manifest that could
-    /// not). A line without it (an older `bundles.jsonl` given to `merge`) reads as 0.
+    /// Of those, the errors: entries or a manifest that could not be read. A line without it
+    /// (an older `bundles.jsonl` given to `merge`) reads as 0.
     #[serde(default)]
     pub errors: usize,
     /// Every entry of the archive was read (`bundle.complete` of the analysis); when not, its
