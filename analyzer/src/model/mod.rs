@@ -694,9 +694,15 @@ fn read_cgroups(
             hierarchies.push((mount, name(mount)));
         }
     }
-    let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = skeleton
-        .par_iter()
-        .map_init(flat::Layouts::default, |layouts, p| {
+    let (mut cgroups, notes): (Vec<Cgroup>, Vec<Notes>) = (0..skeleton.len())
+        .into_par_iter()
+        .map_init(flat::Layouts::default, |layouts, i| {
+            // The next directory's files are loaded while this one is read: directories
+            // come sorted by path, not in the order their bytes are in the bundle.
+            if let Some(next) = skeleton.get(i + 1) {
+                next.files.prefetch();
+            }
+            let p = &skeleton[i];
             let mut d = dirs::cgroup(p.dir, p.files.iter(), layouts);
             let notes = std::mem::take(&mut d.notes);
             let at = Where {
@@ -835,10 +841,14 @@ fn read_cgroup(at: Where, d: dirs::CgroupDir, names: &k8s::Names) -> Cgroup {
 }
 
 fn read_processes(files: &Files) -> (Vec<RawProcess<'_>>, Notes) {
-    let read: Vec<dirs::ProcessDir> = files
-        .dirs_under("proc")
-        .par_iter()
-        .map_init(dirs::Recalled::default, |recalled, (dir, files)| {
+    let listed = files.dirs_under("proc");
+    let read: Vec<dirs::ProcessDir> = (0..listed.len())
+        .into_par_iter()
+        .map_init(dirs::Recalled::default, |recalled, i| {
+            if let Some((_, next)) = listed.get(i + 1) {
+                next.prefetch();
+            }
+            let (dir, files) = &listed[i];
             dirs::process(dir, files.iter(), recalled)
         })
         .collect();
