@@ -487,13 +487,15 @@ impl<'a> Scope<'a> {
     /// the general evaluator's frames (~a third of the conditions' time).
     pub fn is_false(&mut self, e: &Expr) -> bool {
         match e {
-            // An `and` is the value of its first falsy conjunct: `false` if the first is `false`.
+            // An `and` is the value of its first falsy conjunct: `false` if the conjuncts
+            // before it are truthy and it is `false`.
             Expr::And(all) => {
-                if matches!(
-                    all.first().and_then(|x| self.quick(x)),
-                    Some(V::Bool(false))
-                ) {
-                    return true;
+                for x in all {
+                    match self.quick(x) {
+                        Some(V::Bool(false)) => return true,
+                        Some(v) if self.truthy(v) == Some(true) => {}
+                        _ => break,
+                    }
                 }
             }
             e => {
@@ -522,6 +524,7 @@ impl<'a> Scope<'a> {
                 l => Some(V::Bool(self.compare(*op, l, *r)?)),
             },
             Expr::Path(_) => path(self, x),
+            Expr::IsNone(p) => Some(V::Bool(matches!(path(self, p)?, V::None))),
             Expr::Not(inner) => match &**inner {
                 Expr::IsNone(p) => Some(V::Bool(!matches!(path(self, p)?, V::None))),
                 p => {
@@ -823,6 +826,45 @@ mod tests {
         ] {
             assert!(paths.compile_template(source).is_none(), "{source}");
         }
+    }
+
+    #[test]
+    fn the_short_way_to_false_agrees_with_evaluating() {
+        let env = super::super::environment();
+        let mut paths = Paths::new(&env);
+        let ctx = serde_json::json!({
+            "cg": {"a": 3, "z": 0, "n": null, "s": "x", "t": true, "f": false, "m": {}},
+        });
+        let mut short = 0;
+        for s in [
+            "cg.a > 1 and cg.z > 0",
+            "cg.a > 1 and cg.n is none and cg.z > 0",
+            "cg.a > 1 and cg.n is not none and cg.z > 0",
+            "cg.n is none and cg.f",
+            "cg.t and cg.s and cg.z >= 1",
+            // The first falsy value is not `false`: the condition is not false.
+            "cg.a > 1 and cg.z and cg.f",
+            "cg.a > 1 and cg.n and cg.f",
+            // An error before the false conjunct is an error, not false.
+            "cg.a > 1 and cg.missing > 1 and cg.f",
+            "cg.missing is none and cg.f",
+            "cg.m and cg.f",
+            "cg.a > 1 and cg.t",
+            "cg.f",
+            "cg.n is none",
+            "cg.s is none",
+        ] {
+            let e = paths.compile(s).unwrap();
+            let ctx = Value::from_serialize(&ctx);
+            let full = matches!(
+                Scope::new(&paths, ctx.clone()).eval(&e),
+                Some(V::Bool(false))
+            );
+            let quick = Scope::new(&paths, ctx).is_false(&e);
+            assert_eq!(quick, full, "{s}");
+            short += quick as usize;
+        }
+        assert_eq!(short, 7, "false conditions among the cases");
     }
 
     #[test]
