@@ -483,8 +483,8 @@ impl<'a> Scope<'a> {
 
     /// Whether `e` evaluates to `false`, exactly as `matches!(self.eval(e),
     /// Some(V::Bool(false)))`: the answer of most rules' conditions on most cgroups, found
-    /// from the first conjunct alone when it is one of the [`Scope::quick`] shapes, without
-    /// the general evaluator's frames (~a third of the conditions' time).
+    /// from the leading conjuncts of the [`Scope::quick`] shapes, without the general
+    /// evaluator's frames (~a third of the conditions' time).
     pub fn is_false(&mut self, e: &Expr) -> bool {
         match e {
             // An `and` is the value of its first falsy conjunct: `false` if the conjuncts
