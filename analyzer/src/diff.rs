@@ -265,6 +265,12 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
 }
 
 /// The terminal summary of a diff.
+/// The width of a column of labels: the longest one's (some are long: "other kernel (drivers,
+/// vmalloc, not itemized)").
+fn label_width<'a>(rows: impl Iterator<Item = &'a Delta>) -> usize {
+    rows.map(|x| x.label.chars().count()).max().unwrap_or(0)
+}
+
 pub fn text(d: &Diff) -> String {
     use crate::format::{bytes, signed_bytes};
     use std::fmt::Write as _;
@@ -302,10 +308,12 @@ pub fn text(d: &Diff) -> String {
         }
     }
     let _ = writeln!(o, "node:");
-    for x in d.node.iter().filter(|x| x.change != 0).take(8) {
+    let node: Vec<&Delta> = d.node.iter().filter(|x| x.change != 0).take(8).collect();
+    let w = label_width(node.iter().copied());
+    for x in node {
         let _ = writeln!(
             o,
-            "  {:<40} {} -> {}: {}{}",
+            "  {:<w$} {} -> {}: {}{}",
             x.label,
             bytes(x.old),
             bytes(x.new),
@@ -316,7 +324,9 @@ pub fn text(d: &Diff) -> String {
     if !d.cgroups.is_empty() {
         let _ = writeln!(o, "cgroups, largest change first:");
     }
-    for c in d.cgroups.iter().take(15) {
+    let cgroups = &d.cgroups[..d.cgroups.len().min(15)];
+    let w = label_width(cgroups.iter().flat_map(|c| c.parts.iter().take(4)));
+    for c in cgroups {
         let _ = writeln!(
             o,
             "  {}: usage {}{}",
@@ -327,7 +337,7 @@ pub fn text(d: &Diff) -> String {
         for p in c.parts.iter().take(4) {
             let _ = writeln!(
                 o,
-                "    {:<38} {}{}",
+                "    {:<w$} {}{}",
                 p.label,
                 signed_bytes(p.change),
                 rate(p)
@@ -352,4 +362,61 @@ pub fn text(d: &Diff) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_aligns_labels_of_any_length() {
+        let side = || Side {
+            source: "b".into(),
+            host: "h".into(),
+            collected_at: String::new(),
+            kernel: String::new(),
+            complete: true,
+        };
+        let long = crate::model::bridge::label("kernel");
+        let node = vec![
+            delta("free", "free", 2 << 30, 1 << 30, Some(1.0)),
+            delta("kernel", long, 1 << 20, 3 << 20, Some(1.0)),
+        ];
+        let parts = node.clone();
+        let d = Diff {
+            memgap_version: "",
+            old: side(),
+            new: side(),
+            hours: Some(1.0),
+            same_host: true,
+            cgroups: vec![CgroupDelta {
+                path: "/a".into(),
+                name: "/a".into(),
+                usage: delta("usage", "usage", 0, 1 << 20, Some(1.0)),
+                parts,
+            }],
+            node,
+            cgroups_more: 0,
+            appeared: Vec::new(),
+            vanished: Vec::new(),
+            findings_new: Vec::new(),
+            findings_resolved: Vec::new(),
+        };
+        assert!(long.len() > 40, "a label longer than the old fixed column");
+        let t = text(&d);
+        let node_rows = t.lines().skip(1).filter(|l| l.contains(" -> "));
+        let part_rows = t.lines().filter(|l| l.starts_with("    "));
+        for (indent, rows) in [(2, node_rows.collect::<Vec<_>>()), (4, part_rows.collect())] {
+            assert_eq!(rows.len(), 2, "{t}");
+            // Every row's value starts one space after the longest label.
+            let at = indent + long.len();
+            for r in rows {
+                assert_eq!(
+                    (&r[at..at + 1], &r[at + 1..at + 2] != " "),
+                    (" ", true),
+                    "{t}"
+                );
+            }
+        }
+    }
 }
