@@ -841,14 +841,15 @@ fn read_cgroup(at: Where, d: dirs::CgroupDir, names: &k8s::Names) -> Cgroup {
 }
 
 fn read_processes(files: &Files) -> (Vec<RawProcess<'_>>, Notes) {
-    let listed = files.dirs_under("proc");
-    let read: Vec<dirs::ProcessDir> = (0..listed.len())
+    let under = files.dirs_under("proc");
+    let read: Vec<dirs::ProcessDir> = (0..under.len())
         .into_par_iter()
         .map_init(dirs::Recalled::default, |recalled, i| {
-            if let Some((_, next)) = listed.get(i + 1) {
+            // As for cgroups (`read_cgroups`): the next directory's files load meanwhile.
+            if let Some((_, next)) = under.get(i + 1) {
                 next.prefetch();
             }
-            let (dir, files) = &listed[i];
+            let (dir, files) = &under[i];
             dirs::process(dir, files.iter(), recalled)
         })
         .collect();
