@@ -507,9 +507,10 @@ impl<'a> Scope<'a> {
         matches!(self.eval(e), Some(V::Bool(false)))
     }
 
-    /// `eval` of the commonest first conjuncts: a path compared with a constant, a path, its
-    /// negation, `is not none`; where it gives a value, `eval` gives the same. `None` for
-    /// anything else (and where `eval` gives `None`).
+    /// `eval` of the commonest conjuncts: a path compared with a constant, a path, its
+    /// negation, `is none`, `is not none`, and `or`s, arithmetic and comparisons with constants
+    /// of those; where it gives a value, `eval` gives the same. `None` for anything else (and
+    /// where `eval` gives `None`).
     fn quick(&mut self, x: &Expr) -> Option<V> {
         let path = |s: &mut Self, x: &Expr| match x {
             Expr::Path(i) => match s.lookup(*i)? {
@@ -532,6 +533,23 @@ impl<'a> Scope<'a> {
                     Some(V::Bool(!self.truthy(v)?))
                 }
             },
+            // Operands of those shapes in an `or`, an arithmetic or a comparison with a
+            // constant (`(cg.x or 0) > 0`, `cg.a + cg.b >= 32 * MiB`), taken as `eval` takes
+            // them.
+            Expr::Or(l, r) => {
+                let l = self.quick(l)?;
+                if self.truthy(l)? {
+                    Some(l)
+                } else {
+                    self.quick(r)
+                }
+            }
+            Expr::Arith(op, l, r) => arith(*op, self.quick(l)?, self.quick(r)?),
+            Expr::CmpConst(op, l, r) => {
+                let l = self.quick(l)?;
+                Some(V::Bool(self.compare(*op, l, *r)?))
+            }
+            Expr::Const(v) if !matches!(v, V::Undefined) => Some(*v),
             _ => None,
         }
     }
@@ -853,6 +871,14 @@ mod tests {
             "cg.f",
             "cg.n is none",
             "cg.s is none",
+            "(cg.n or 0) > 0",
+            "(cg.a or 0) > 0",
+            "cg.z or cg.f",
+            "cg.f or cg.z",
+            "cg.a + cg.z > 5",
+            "cg.a * MiB >= 64 * MiB",
+            "(cg.missing or 0) > 0",
+            "cg.s + 1 > 0",
         ] {
             let e = paths.compile(s).unwrap();
             let ctx = Value::from_serialize(&ctx);
@@ -864,7 +890,7 @@ mod tests {
             assert_eq!(quick, full, "{s}");
             short += quick as usize;
         }
-        assert_eq!(short, 7, "false conditions among the cases");
+        assert_eq!(short, 11, "false conditions among the cases");
     }
 
     #[test]
