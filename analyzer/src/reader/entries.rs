@@ -190,14 +190,26 @@ fn read_serially(
         let stream = std::cell::RefCell::new(Stream::new(rx));
         let off = raw.blobs.len() as u32;
         let ending = scan(&stream, limits, |ev, blobs| raw.apply(ev, blobs, off));
+        let marker = matches!(ending, Ending::Marker);
         // Returning (and so dropping the receiver) before the scope ends lets the inflater
         // stop if the archive is abandoned early.
         raw.end(ending)?;
         let mut stream = stream.into_inner();
         raw.blobs.append(&mut stream.blobs);
         if let Some(e) = stream.err.take() {
-            // Every entry was whole; the damage is in the padding or the trailer.
-            let msg = format!("archive is truncated or corrupt after {}: {e}", raw.after());
+            // Every entry read was whole. After the end-of-archive block the damage is in
+            // the trailer; before it, the stream broke between two entries (a cut that fell
+            // on an entry's end), and what followed is lost.
+            let msg = if marker {
+                format!("archive is corrupt after its end ({}): {e}", raw.after())
+            } else {
+                raw.lost = true;
+                format!(
+                    "archive is truncated or corrupt after {}: {e}; the entries before it are \
+                     analyzed",
+                    raw.after()
+                )
+            };
             raw.note(Level::Error, None, msg);
         }
         Ok(raw)
@@ -532,6 +544,51 @@ mod tests {
                 panic!("{threads} threads: {} lines vs {}", g.len(), w.len());
             }
         }
+    }
+
+    #[test]
+    fn a_stream_cut_between_two_entries_is_read_in_part() {
+        // One gzip stream, as other tools write it, flushed after the first entry and cut
+        // there: the tar ends cleanly where the stream breaks, without its end blocks.
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("b/proc/meminfo", &b"MemTotal: 1 kB\n"[..]),
+            ("b/proc/vmstat", b"nr_free_pages 1\n"),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let first = 1024; // the first entry: its header and one block of content
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar[..first]).unwrap();
+        std::io::Write::flush(&mut gz).unwrap();
+        let cut = gz.get_ref().len();
+        std::io::Write::write_all(&mut gz, &tar[first..]).unwrap();
+        let whole = gz.finish().unwrap();
+
+        let b = read_from(&whole[..cut], "t.tar.gz", &Limits::default()).unwrap();
+        let file = |b: &Bundle, f: &str| b.samples.iter().any(|s| s.get(f).is_some());
+        assert!(file(&b, "proc/meminfo"), "{:?}", b.diagnostics);
+        assert!(!file(&b, "proc/vmstat"));
+        assert!(!b.complete, "{:?}", b.diagnostics);
+        assert!(
+            b.diagnostics
+                .iter()
+                .any(|d| d.message.contains("truncated or corrupt after")),
+            "{:?}",
+            b.diagnostics
+        );
+        let b = read_from(&whole[..], "t.tar.gz", &Limits::default()).unwrap();
+        assert!(b.complete && file(&b, "proc/vmstat"));
+        // Damage after the end-of-archive blocks loses nothing (the reading stops at them).
+        let mut trailer = whole.clone();
+        let n = trailer.len();
+        trailer[n - 8] ^= 1; // the CRC
+        let b = read_from(&trailer[..], "t.tar.gz", &Limits::default()).unwrap();
+        assert!(b.complete && file(&b, "proc/vmstat"), "{:?}", b.diagnostics);
     }
 
     #[test]
