@@ -190,25 +190,26 @@ fn read_serially(
         let stream = std::cell::RefCell::new(Stream::new(rx));
         let off = raw.blobs.len() as u32;
         let ending = scan(&stream, limits, |ev, blobs| raw.apply(ev, blobs, off));
+        let mut stream = stream.into_inner();
+        let (ending, err) = match (ending, stream.err.take()) {
+            // The tar ended cleanly where the stream broke, before its end-of-archive block
+            // (a cut on an entry's end): what followed is lost.
+            (Ending::AtEnd | Ending::Short, Some(e)) => {
+                let error = e.to_string();
+                (Ending::Broken { entry: None, error }, None)
+            }
+            other => other,
+        };
         let marker = matches!(ending, Ending::Marker);
         // Returning (and so dropping the receiver) before the scope ends lets the inflater
         // stop if the archive is abandoned early.
         raw.end(ending)?;
-        let mut stream = stream.into_inner();
         raw.blobs.append(&mut stream.blobs);
-        if let Some(e) = stream.err.take() {
-            // Every entry read was whole. After the end-of-archive block the damage is in
-            // the trailer; before it, the stream broke between two entries (a cut that fell
-            // on an entry's end), and what followed is lost.
+        if let Some(e) = err {
             let msg = if marker {
                 format!("archive is corrupt after its end ({}): {e}", raw.after())
             } else {
-                raw.lost = true;
-                format!(
-                    "archive is truncated or corrupt after {}: {e}; the entries before it are \
-                     analyzed",
-                    raw.after()
-                )
+                format!("archive is truncated or corrupt after {}: {e}", raw.after())
             };
             raw.note(Level::Error, None, msg);
         }
