@@ -264,13 +264,13 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
     }
 }
 
-/// The terminal summary of a diff.
 /// The width of a column of labels: the longest one's (some are long: "other kernel (drivers,
 /// vmalloc, not itemized)").
 fn label_width<'a>(rows: impl Iterator<Item = &'a Delta>) -> usize {
     rows.map(|x| x.label.chars().count()).max().unwrap_or(0)
 }
 
+/// The terminal summary of a diff.
 pub fn text(d: &Diff) -> String {
     use crate::format::{bytes, signed_bytes};
     use std::fmt::Write as _;

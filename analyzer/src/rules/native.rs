@@ -512,6 +512,8 @@ impl<'a> Scope<'a> {
     /// of those; where it gives a value, `eval` gives the same. `None` for anything else (and
     /// where `eval` gives `None`).
     fn quick(&mut self, x: &Expr) -> Option<V> {
+        // The path arms stay flat, not through `quick` itself: the recursive form ran the
+        // rules 8% slower (instructions; the hot arms were no longer inlined).
         let path = |s: &mut Self, x: &Expr| match x {
             Expr::Path(i) => match s.lookup(*i)? {
                 V::Undefined => None,
