@@ -176,6 +176,10 @@ fn is_pack(path: &str) -> bool {
         .is_some_and(|d| d.ends_with('/'))
 }
 
+/// How much of the stream past the tar's end-of-archive block is inflated to reach the gzip
+/// trailer: `tar` pads an archive to 10 KiB records, so 1 MiB is far past any honest tail.
+const AFTER_END_MAX: u64 = 1 << 20;
+
 /// Reads the tar inflated from `r` (a whole bundle, or the rest of one from a gzip member on)
 /// into `raw`: inflating on another thread, overlapped with reading the tar.
 fn read_serially(
@@ -191,6 +195,9 @@ fn read_serially(
         let off = raw.blobs.len() as u32;
         let ending = scan(&stream, limits, |ev, blobs| raw.apply(ev, blobs, off));
         let mut stream = stream.into_inner();
+        let marker = matches!(ending, Ending::Marker);
+        // A tar is padded a few KiB past its end-of-archive block; the gzip trailer follows.
+        let unchecked = marker && stream.err.is_none() && !stream.drain(AFTER_END_MAX);
         let (ending, err) = match (ending, stream.err.take()) {
             // The tar ended cleanly where the stream broke, before its end-of-archive block
             // (a cut on an entry's end): what followed is lost.
@@ -200,18 +207,31 @@ fn read_serially(
             }
             other => other,
         };
-        let marker = matches!(ending, Ending::Marker);
         // Returning (and so dropping the receiver) before the scope ends lets the inflater
         // stop if the archive is abandoned early.
         raw.end(ending)?;
         raw.blobs.append(&mut stream.blobs);
         if let Some(e) = err {
             let msg = if marker {
-                format!("archive is corrupt after its end ({}): {e}", raw.after())
+                // The trailer's CRC covers every entry: they were all read, but are not
+                // proven intact.
+                format!(
+                    "gzip stream is corrupt after the archive's end ({}): {e}; every entry was \
+                     read, but their bytes may be damaged",
+                    raw.after()
+                )
             } else {
                 format!("archive is truncated or corrupt after {}: {e}", raw.after())
             };
             raw.note(Level::Error, None, msg);
+        }
+        if unchecked {
+            let msg = format!(
+                "more than {} KiB follow the archive's end: not read, so the gzip checksum \
+                 was not checked",
+                AFTER_END_MAX >> 10
+            );
+            raw.note(Level::Warning, None, msg);
         }
         Ok(raw)
     })
@@ -584,12 +604,54 @@ mod tests {
         );
         let b = read_from(&whole[..], "t.tar.gz", &Limits::default()).unwrap();
         assert!(b.complete && file(&b, "proc/vmstat"));
-        // Damage after the end-of-archive blocks loses nothing (the reading stops at them).
+        // Nothing about the archive itself (its files lack a manifest: that is all).
+        let archive_notes = |b: &Bundle| b.diagnostics.iter().filter(|d| d.file.is_none()).count();
+        assert_eq!(archive_notes(&b), 0, "{:?}", b.diagnostics);
+        // A CRC that does not match loses nothing (the tar was read to its end), but says the
+        // bytes read are not proven.
         let mut trailer = whole.clone();
         let n = trailer.len();
         trailer[n - 8] ^= 1; // the CRC
         let b = read_from(&trailer[..], "t.tar.gz", &Limits::default()).unwrap();
         assert!(b.complete && file(&b, "proc/vmstat"), "{:?}", b.diagnostics);
+        assert!(
+            b.diagnostics.iter().any(|d| d.level == Level::Error
+                && d.message.contains("after the archive's end")
+                && d.message.contains("may be damaged")),
+            "{:?}",
+            b.diagnostics
+        );
+    }
+
+    #[test]
+    fn a_long_tail_after_the_archives_end_is_not_inflated() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "proc/meminfo", &b"x 1\n"[..])
+            .unwrap();
+        let mut tar = tar.into_inner().unwrap();
+        let gz = |tar: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, tar).unwrap();
+            gz.finish().unwrap()
+        };
+        // A tail within the bound is read to the trailer; a longer one is left, and said.
+        tar.resize(tar.len() + (64 << 10), 0);
+        let b = read_from(&gz(&tar)[..], "t.tar.gz", &Limits::default()).unwrap();
+        let archive_notes = |b: &Bundle| b.diagnostics.iter().filter(|d| d.file.is_none()).count();
+        assert!(b.complete && archive_notes(&b) == 0, "{:?}", b.diagnostics);
+        tar.resize(tar.len() + (3 << 20), 0);
+        let b = read_from(&gz(&tar)[..], "t.tar.gz", &Limits::default()).unwrap();
+        assert!(b.complete && b.latest().get("proc/meminfo").is_some());
+        assert!(
+            b.diagnostics
+                .iter()
+                .any(|d| d.level == Level::Warning && d.message.contains("not read")),
+            "{:?}",
+            b.diagnostics
+        );
     }
 
     #[test]

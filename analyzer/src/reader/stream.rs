@@ -90,6 +90,30 @@ impl Stream {
         self.received >= end
     }
 
+    /// Reads on past the tar's end, discarding, so that the gzip trailers after it (CRC-32
+    /// and size, which prove every byte before them) are checked: at most `max` more bytes
+    /// (a hostile tail of zeros inflates at will). False if the stream went on past that.
+    pub(super) fn drain(&mut self, max: u64) -> bool {
+        let mut read = 0u64;
+        while !self.done {
+            if read > max {
+                return false;
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) if !c.is_empty() => {
+                    read += c.len() as u64;
+                    recycle([c]);
+                }
+                Ok(Err(e)) => {
+                    self.err = Some(e);
+                    self.done = true;
+                }
+                _ => self.done = true,
+            }
+        }
+        true
+    }
+
     /// The piece holding stream offset `at` (received), and the offset in it.
     fn piece(&self, at: u64) -> (usize, usize) {
         let p = self.piece_start.partition_point(|&s| s <= at) - 1;
