@@ -329,7 +329,7 @@ fn read_members(
 fn scan_member(member: Vec<u8>, limits: &Limits) -> Scanned {
     let plain = ustar::walk(&member);
     let stream = std::cell::RefCell::new(Stream::filled(member));
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(plain.as_ref().map_or(0, |(e, _)| e.len()));
     let ending = match plain {
         Some((entries, end)) => {
             let mut scratch = Vec::new();

@@ -829,24 +829,44 @@ fn safe_path(p: String) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// Whether a path has no empty, `.` or `..` component. Looks only at the dots and slashes: a
-/// component-by-component check cost ~1,400 instructions per tar entry.
+/// Whether a path has no empty, `.` or `..` component. Looks only at the dots and slashes,
+/// found eight bytes at a time: a component-by-component check cost ~1,400 instructions per tar
+/// entry, a `memchr` search per dot and slash ~850.
 fn is_clean(p: &[u8]) -> bool {
-    // An empty component is a slash first, last or after another; found from the slashes
-    // (`memmem::find` built its searcher anew for each path, most of this function's cost).
-    if p.first().is_none_or(|&b| b == b'/')
-        || p.last() == Some(&b'/')
-        || memchr::memchr_iter(b'/', p).any(|i| p.get(i + 1) == Some(&b'/'))
-    {
+    use crate::parse::ONES;
+    // An empty component is a slash first, last or after another.
+    if p.first().is_none_or(|&b| b == b'/') || p.last() == Some(&b'/') {
         return false;
     }
+    let ends = |i: usize| p.get(i).is_none_or(|&b| b == b'/');
     // A `.` or `..` component is a dot that starts a component and ends it, or is followed
     // by one more dot that ends it.
-    let ends = |i: usize| p.get(i).is_none_or(|&b| b == b'/');
-    memchr::memchr_iter(b'.', p).all(|i| {
-        let starts = i == 0 || p[i - 1] == b'/';
-        !(starts && (ends(i + 1) || (p.get(i + 1) == Some(&b'.') && ends(i + 2))))
-    })
+    let fine = |i: usize| match p[i] {
+        b'/' => p.get(i + 1) != Some(&b'/'),
+        b'.' => {
+            let starts = i == 0 || p[i - 1] == b'/';
+            !(starts && (ends(i + 1) || (p.get(i + 1) == Some(&b'.') && ends(i + 2))))
+        }
+        _ => true,
+    };
+    // The high bit of each byte of `x` that is zero, exactly (no borrow crosses bytes).
+    let zeros = |x: u64| {
+        let low = ONES * 0x7f;
+        !(((x & low).wrapping_add(low)) | x | low)
+    };
+    let mut at = 0;
+    while let Some(word) = p.get(at..at + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let mut flagged = zeros(x ^ (ONES * u64::from(b'/'))) | zeros(x ^ (ONES * u64::from(b'.')));
+        while flagged != 0 {
+            if !fine(at + flagged.trailing_zeros() as usize / 8) {
+                return false;
+            }
+            flagged &= flagged - 1;
+        }
+        at += 8;
+    }
+    (at..p.len()).all(fine)
 }
 
 /// Top-level names a bundle's content starts with, when it has no top folder.
@@ -859,7 +879,9 @@ mod tests {
     proptest::proptest! {
         /// The dot-and-slash check agrees with splitting the path into components.
         #[test]
-        fn clean_paths_as_components_say(p in "[a./]{0,12}|[a-z.]{0,4}(/[a-z.]{0,4}){0,4}") {
+        fn clean_paths_as_components_say(
+            p in "[a./\\-0]{0,40}|[a-z.]{0,4}(/[a-z.]{0,4}){0,8}"
+        ) {
             let by_components = p
                 .as_bytes()
                 .split(|&b| b == b'/')

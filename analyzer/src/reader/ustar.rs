@@ -30,7 +30,9 @@ pub(super) enum End {
 /// The entries of the inflated `member`, if every header is plain and the member ends right
 /// after an entry or at an end-of-archive block; `None` leaves it to the tar crate.
 pub(super) fn walk(member: &[u8]) -> Option<(Vec<Plain>, End)> {
-    let (mut pos, mut out) = (0u64, Vec::new());
+    // An entry with content takes two blocks at least: room for all of them, grown only by
+    // members of empty files.
+    let (mut pos, mut out) = (0u64, Vec::with_capacity(member.len() / (2 * BLOCK)));
     loop {
         if pos == member.len() as u64 {
             return Some((out, End::AtEnd));
