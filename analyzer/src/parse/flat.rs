@@ -217,12 +217,19 @@ fn exactly(text: &[u8], layout: &Arc<Layout>) -> Option<Flat> {
             return None;
         }
         at = sep + 1;
-        let (value, digits) = super::leading_decimal(&text[at..])?;
-        at += digits;
-        if digits == 0 || text.get(at) != Some(&b'\n') {
-            return None;
-        }
-        at += 1;
+        // `0`, the commonest value (the counters a cgroup never touched), read at a glance.
+        let value = if text.get(at..at + 2) == Some(b"0\n") {
+            at += 2;
+            0
+        } else {
+            let (value, digits) = super::leading_decimal(&text[at..])?;
+            at += digits;
+            if digits == 0 || text.get(at) != Some(&b'\n') {
+                return None;
+            }
+            at += 1;
+            value
+        };
         if values.is_empty() {
             values.reserve_exact(layout.keys.len());
         }
@@ -400,10 +407,30 @@ mod tests {
             b"cache 3\nrssx 4\n",
             b"cache 3\n",
             b"cache 3\nrss 4\nshmem 5\n",
+            b"cache 0\nrss 0\n",
+            b"cache 0\nrss 0",
+            b"cache 00\nrss 0\n",
+            b"cache 0 \nrss 0\n",
+            b"cache 01\nrss 0\n",
+            b"cache 0x\nrss 0\n",
+            b"cache 0\nrss 0\n0\n",
         ] {
             let quick = parse_with(text, &mut layouts);
             let careful = parse_any(text, &mut Layouts::default());
             assert_eq!(quick, careful, "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    proptest::proptest! {
+        /// Values around the quick reader's shortcuts (a lone `0`, digits, blanks, line ends)
+        /// read as the careful reader reads them.
+        #[test]
+        fn values_read_as_the_careful_reader_reads_them(text in "cache [0 1\n]{0,4}\nrss [09 \n]{0,4}") {
+            let mut layouts = Layouts::default();
+            parse_with(b"cache 1\nrss 2\n", &mut layouts);
+            let text = text.as_bytes();
+            let careful = parse_any(text, &mut Layouts::default());
+            proptest::prop_assert_eq!(parse_with(text, &mut layouts), careful);
         }
     }
 
