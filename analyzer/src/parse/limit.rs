@@ -69,6 +69,10 @@ pub fn value_bytes(t: &[u8]) -> Option<u64> {
 /// cgroups have ~40,000 such files. `None` for anything else (the callers then read it as
 /// text, which also decides what it is).
 fn number_line(t: &[u8]) -> Option<u64> {
+    // A counter never touched (`memory.failcnt`, TCP buffers), read at a glance.
+    if t == b"0\n" {
+        return Some(0);
+    }
     let digits = t.strip_suffix(b"\n").unwrap_or(t);
     match super::leading_decimal(digits)? {
         (n, len) if len > 0 && len == digits.len() => Some(n),
@@ -96,6 +100,9 @@ mod tests {
     fn bytes_read_as_the_text_is() {
         for t in [
             "0\n",
+            "0",
+            "00\n",
+            "0\n\n",
             "42",
             "42\n",
             "9223372036854771712\n",
