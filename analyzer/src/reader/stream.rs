@@ -69,23 +69,29 @@ impl Stream {
         Stream::new(rx) // the sender dropped: the stream ends after the piece
     }
 
+    /// The next piece, waited for; `None` once the stream has ended (its error, if any, kept).
+    fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Ok(c)) if !c.is_empty() => return Some(c),
+            Ok(Err(e)) => self.err = Some(e),
+            // The end of the stream, or the producer gone.
+            _ => {}
+        }
+        self.done = true;
+        None
+    }
+
     /// Waits for the pieces up to `end`; false if the stream ends before.
     fn fill_to(&mut self, end: u64) -> bool {
-        while self.received < end && !self.done {
-            match self.rx.recv() {
-                Ok(Ok(c)) if !c.is_empty() => {
-                    self.piece_start.push(self.received);
-                    self.piece_blob.push(self.blobs.len() as u32);
-                    self.received += c.len() as u64;
-                    self.blobs.push(c);
-                }
-                Ok(Err(e)) => {
-                    self.err = Some(e);
-                    self.done = true;
-                }
-                // The end of the stream, or the producer gone.
-                _ => self.done = true,
-            }
+        while self.received < end {
+            let Some(c) = self.next_piece() else { break };
+            self.piece_start.push(self.received);
+            self.piece_blob.push(self.blobs.len() as u32);
+            self.received += c.len() as u64;
+            self.blobs.push(c);
         }
         self.received >= end
     }
@@ -95,23 +101,14 @@ impl Stream {
     /// (a hostile tail of zeros inflates at will). False if the stream went on past that.
     pub(super) fn drain(&mut self, max: u64) -> bool {
         let mut read = 0u64;
-        while !self.done {
-            if read > max {
-                return false;
-            }
-            match self.rx.recv() {
-                Ok(Ok(c)) if !c.is_empty() => {
-                    read += c.len() as u64;
-                    recycle([c]);
-                }
-                Ok(Err(e)) => {
-                    self.err = Some(e);
-                    self.done = true;
-                }
-                _ => self.done = true,
-            }
+        while read <= max {
+            let Some(c) = self.next_piece() else {
+                return true;
+            };
+            read += c.len() as u64;
+            recycle([c]);
         }
-        true
+        self.done
     }
 
     /// The piece holding stream offset `at` (received), and the offset in it.
