@@ -227,9 +227,9 @@ fn read_serially(
         }
         if unchecked {
             let msg = format!(
-                "more than {} KiB follow the archive's end: not read, so the gzip checksum \
+                "more than {} MiB follow the archive's end: not read, so the gzip checksum \
                  was not checked",
-                AFTER_END_MAX >> 10
+                AFTER_END_MAX >> 20
             );
             raw.note(Level::Warning, None, msg);
         }
