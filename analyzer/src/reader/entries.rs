@@ -459,6 +459,18 @@ mod tests {
     use super::super::{read_from, Bundle};
     use super::*;
 
+    /// Whether a diagnostic of `level` says `text`.
+    fn says(b: &Bundle, level: Level, text: &str) -> bool {
+        b.diagnostics
+            .iter()
+            .any(|d| d.level == level && d.message.contains(text))
+    }
+
+    /// Diagnostics about the archive itself, not one of its files.
+    fn archive_notes(b: &Bundle) -> usize {
+        b.diagnostics.iter().filter(|d| d.file.is_none()).count()
+    }
+
     /// Everything a read gave: entries, diagnostics, and every file's bytes.
     fn everything(b: &Result<Bundle, BundleError>) -> String {
         let b = match b {
@@ -596,16 +608,13 @@ mod tests {
         assert!(!file(&b, "proc/vmstat"));
         assert!(!b.complete, "{:?}", b.diagnostics);
         assert!(
-            b.diagnostics
-                .iter()
-                .any(|d| d.message.contains("truncated or corrupt after")),
+            says(&b, Level::Error, "truncated or corrupt after"),
             "{:?}",
             b.diagnostics
         );
         let b = read_from(&whole[..], "t.tar.gz", &Limits::default()).unwrap();
         assert!(b.complete && file(&b, "proc/vmstat"));
         // Nothing about the archive itself (its files lack a manifest: that is all).
-        let archive_notes = |b: &Bundle| b.diagnostics.iter().filter(|d| d.file.is_none()).count();
         assert_eq!(archive_notes(&b), 0, "{:?}", b.diagnostics);
         // A CRC that does not match loses nothing (the tar was read to its end), but says the
         // bytes read are not proven.
@@ -615,9 +624,8 @@ mod tests {
         let b = read_from(&trailer[..], "t.tar.gz", &Limits::default()).unwrap();
         assert!(b.complete && file(&b, "proc/vmstat"), "{:?}", b.diagnostics);
         assert!(
-            b.diagnostics.iter().any(|d| d.level == Level::Error
-                && d.message.contains("after the archive's end")
-                && d.message.contains("may be damaged")),
+            says(&b, Level::Error, "after the archive's end")
+                && says(&b, Level::Error, "may be damaged"),
             "{:?}",
             b.diagnostics
         );
@@ -640,18 +648,11 @@ mod tests {
         // A tail within the bound is read to the trailer; a longer one is left, and said.
         tar.resize(tar.len() + (64 << 10), 0);
         let b = read_from(&gz(&tar)[..], "t.tar.gz", &Limits::default()).unwrap();
-        let archive_notes = |b: &Bundle| b.diagnostics.iter().filter(|d| d.file.is_none()).count();
         assert!(b.complete && archive_notes(&b) == 0, "{:?}", b.diagnostics);
         tar.resize(tar.len() + (3 << 20), 0);
         let b = read_from(&gz(&tar)[..], "t.tar.gz", &Limits::default()).unwrap();
         assert!(b.complete && b.latest().get("proc/meminfo").is_some());
-        assert!(
-            b.diagnostics
-                .iter()
-                .any(|d| d.level == Level::Warning && d.message.contains("not read")),
-            "{:?}",
-            b.diagnostics
-        );
+        assert!(says(&b, Level::Warning, "not read"), "{:?}", b.diagnostics);
     }
 
     #[test]
