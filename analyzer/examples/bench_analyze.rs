@@ -12,7 +12,7 @@
 
 /// The allocator of the `memgap` binary, so the figures are the binary's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: memgap_analyzer::alloc::Mimalloc = memgap_analyzer::alloc::Mimalloc;
 
 use std::io::Read;
 use std::time::{Duration, Instant};

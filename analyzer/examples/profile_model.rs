@@ -3,7 +3,7 @@
 
 /// The allocator of the `memgap` binary, so the figures are the binary's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: memgap_analyzer::alloc::Mimalloc = memgap_analyzer::alloc::Mimalloc;
 
 fn main() {
     memgap_analyzer::alloc::keep_freed_memory(); // as the binary does

@@ -11,7 +11,7 @@ use memgap_analyzer::{batch, html, output, reader, Analysis};
 /// mimalloc: model building and the rules allocate many small values; glibc's malloc made
 /// them 10-25% slower (docs/performance.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: memgap_analyzer::alloc::Mimalloc = memgap_analyzer::alloc::Mimalloc;
 
 /// Explain why containers' memory usage exceeds their processes' RSS, from memgap bundles.
 #[derive(Parser, Debug)]
