@@ -333,6 +333,10 @@ impl Paths {
     }
 }
 
+/// [`Scope::seen`]'s mark of a path not looked up yet, and of one that holds for every subject.
+const NEVER: u64 = u64::MAX - 1;
+const ALWAYS: u64 = u64::MAX;
+
 /// One subject's context and the paths looked up so far. Reused from subject to subject
 /// (`reset`), so a cgroup costs no allocation here.
 pub(crate) struct Scope<'a> {
@@ -342,7 +346,11 @@ pub(crate) struct Scope<'a> {
     ctx: std::cell::OnceCell<Value>,
     /// The cgroup `cg` is (model, `node`'s value, index).
     subject: Option<(&'a Arc<Model>, &'a Value, usize)>,
-    seen: Vec<Option<V>>,
+    /// Per path: the value found, and for which subject ([`Scope::now`]; [`ALWAYS`] for a
+    /// path outside `cg`). Counting subjects instead of forgetting every value on each reset
+    /// saves a pass over all the paths per cgroup.
+    seen: Vec<(u64, V)>,
+    now: u64,
     held: Vec<Value>,
     kept: Vec<Value>,
     parts: Option<[u64; PART_KEYS.len()]>,
@@ -356,7 +364,8 @@ impl<'a> Scope<'a> {
             paths,
             ctx: ctx.into(),
             subject: None,
-            seen: vec![None; paths.len()],
+            seen: vec![(NEVER, V::Undefined); paths.len()],
+            now: 0,
             held: Vec::new(),
             kept: Vec::new(),
             parts: None,
@@ -369,11 +378,7 @@ impl<'a> Scope<'a> {
     pub fn reset(&mut self, model: &'a Arc<Model>, node: &'a Value, idx: usize) {
         self.ctx = std::cell::OnceCell::new();
         self.subject = Some((model, node, idx));
-        for (seen, varies) in self.seen.iter_mut().zip(&self.paths.varies) {
-            if *varies {
-                *seen = None;
-            }
-        }
+        self.now += 1;
         self.held.clear();
         self.parts = None;
     }
@@ -411,7 +416,8 @@ impl<'a> Scope<'a> {
     /// A path's value (`Undefined` for a missing attribute); `None` where minijinja would
     /// fail (an attribute of an undefined value).
     fn lookup(&mut self, i: usize) -> Option<V> {
-        if let Some(v) = self.seen[i] {
+        let (when, v) = self.seen[i];
+        if when == self.now || when == ALWAYS {
             return Some(v);
         }
         if let (Some((model, _, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
@@ -420,9 +426,9 @@ impl<'a> Scope<'a> {
                 Read::Undefined => Some(V::Undefined),
                 Read::Object => None,
             };
-            if v.is_some() {
-                self.seen[i] = v;
-                return v;
+            if let Some(v) = v {
+                self.seen[i] = (self.now, v);
+                return Some(v);
             }
         }
         let (parent, key) = &self.paths.entries[i];
@@ -457,7 +463,14 @@ impl<'a> Scope<'a> {
                 V::Obj(Ref::Held(self.held.len() as u32 - 1))
             }
         };
-        self.seen[i] = Some(v);
+        self.seen[i] = (
+            if self.paths.varies[i] {
+                self.now
+            } else {
+                ALWAYS
+            },
+            v,
+        );
         Some(v)
     }
 
