@@ -7,7 +7,9 @@ use memgap_collector::bundle::{members, pack};
 
 use super::stream::{inflate, inflate_member, Shared, Stream};
 use super::ustar;
-use super::{index_pack, safe_path, BundleError, FileRef, Level, Limits, Loc, Reading, MAX_PATH};
+use super::{
+    index_pack, safe_path, BundleError, FileRef, Level, Limits, Loc, Reading, Scratch, MAX_PATH,
+};
 
 /// A pack's files, indexed where the pack was read, and the damage that stopped the indexing.
 pub(super) type Indexed = (Vec<FileRef>, Option<pack::PackError>);
@@ -66,7 +68,7 @@ fn scan(
             }
         }
     };
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
@@ -120,7 +122,7 @@ fn entry_event(
     start: u64,
     stream: &std::cell::RefCell<Stream>,
     limits: &Limits,
-    scratch: &mut Vec<FileRef>,
+    scratch: &mut Scratch,
 ) -> Result<Event, Ending> {
     let refused = |path, message| Event::Refused {
         level: Level::Warning,
@@ -332,7 +334,7 @@ fn scan_member(member: Vec<u8>, limits: &Limits) -> Scanned {
     let mut events = Vec::with_capacity(plain.as_ref().map_or(0, |(e, _)| e.len()));
     let ending = match plain {
         Some((entries, end)) => {
-            let mut scratch = Vec::new();
+            let mut scratch = Scratch::default();
             let mut ending = match end {
                 ustar::End::AtEnd => Ending::AtEnd,
                 ustar::End::Marker => Ending::Marker,

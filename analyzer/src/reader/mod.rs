@@ -268,14 +268,15 @@ struct Loc {
 fn index_pack(
     blob: &[u8],
     at: Loc,
-    scratch: &mut Vec<FileRef>,
+    scratch: &mut Scratch,
 ) -> (Vec<FileRef>, Option<pack::PackError>) {
     // Gathered in a reused buffer, then copied at their exact size: one allocation per pack.
-    let list = scratch;
+    let list = &mut scratch.refs;
     list.clear();
     let off = |r: std::ops::Range<usize>| (at.start + r.start as u32, at.start + r.end as u32);
     let err = pack::scan(
         &blob[at.start as usize..at.end as usize],
+        &mut scratch.names,
         |name, content| {
             list.push(FileRef {
                 blob: at.blob,
@@ -286,6 +287,14 @@ fn index_pack(
         },
     );
     (list.to_vec(), err)
+}
+
+/// What indexing packs reuses from one pack to the next: room for a pack's files, and the
+/// names the last pack's files had.
+#[derive(Default)]
+struct Scratch {
+    refs: Vec<FileRef>,
+    names: pack::Recall,
 }
 
 /// One stored entry, for the report's appendix.
@@ -430,7 +439,7 @@ struct Reading {
     too_new: Option<u32>,
     stored: Stored,
     /// Reused while indexing each pack.
-    scratch: Vec<FileRef>,
+    scratch: Scratch,
     /// Tar entries taken, and how many may be.
     count: u64,
     max_entries: u64,
@@ -452,7 +461,7 @@ impl Reading {
             manifest: None,
             too_new: None,
             stored: Stored::default(),
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             count: 0,
             max_entries: limits.max_entries,
             lost: false,
