@@ -121,9 +121,11 @@ pub fn scan(
         // would find (a recalled name holds only name bytes, and a space ends one).
         let recalled = recall
             .name(k)
-            .filter(|name| rest.get(OPEN.len()..OPEN.len() + name.len()) == Some(name))
-            .and_then(|name| rest.starts_with(OPEN).then_some(name.len()))
-            .and_then(|n| after_name(rest, n));
+            .filter(|name| {
+                rest.starts_with(OPEN)
+                    && rest.get(OPEN.len()..OPEN.len() + name.len()) == Some(name)
+            })
+            .and_then(|name| after_name(rest, name.len()));
         let quick = recalled.or_else(|| {
             let q = quick_header(rest);
             if let Some((name, ..)) = q {
@@ -430,7 +432,6 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
-        /// Any bytes built from pieces of headers and contents scan as they iterate.
         /// Packs of files whose names recur, and of pieces, scanned one after another with
         /// one `Recall`, scan as they iterate.
         #[test]
@@ -463,6 +464,7 @@ mod tests {
             }
         }
 
+        /// Any bytes built from pieces of headers and contents scan as they iterate.
         #[test]
         fn scan_agrees_with_entries(
             pieces in proptest::collection::vec(
