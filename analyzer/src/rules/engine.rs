@@ -548,9 +548,14 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
                     }
                 }
             }
+            // Asked once per cgroup, not once per rule.
+            let mut holds = [false; BATCH];
+            for (h, &i) in holds.iter_mut().zip(batch) {
+                *h = model.cgroups[i].holds_own();
+            }
             for c in &holding_rules {
                 for k in 0..batch.len() {
-                    if model.cgroups[batch[k]].holds_own() && !quiet(c, &mut scopes[k]) {
+                    if holds[k] && !quiet(c, &mut scopes[k]) {
                         run_one(c, &mut scopes[k], &subjects[k], model, &mut outs[k]);
                     }
                 }
