@@ -84,10 +84,14 @@ pub struct Recall {
 }
 
 impl Recall {
+    /// Where name `k` starts (`k` at most the number of names).
+    fn start(&self, k: usize) -> usize {
+        k.checked_sub(1).map_or(0, |j| self.ends[j])
+    }
+
     fn name(&self, k: usize) -> Option<&[u8]> {
         let end = *self.ends.get(k)?;
-        let start = k.checked_sub(1).map_or(0, |j| self.ends[j]);
-        Some(&self.bytes[start..end])
+        Some(&self.bytes[self.start(k)..end])
     }
 
     /// Name `k` is `name` (the names after it are forgotten when it was another).
@@ -95,8 +99,7 @@ impl Recall {
         if k > self.ends.len() || self.name(k) == Some(name) {
             return;
         }
-        let start = k.checked_sub(1).map_or(0, |j| self.ends[j]);
-        self.bytes.truncate(start);
+        self.bytes.truncate(self.start(k));
         self.ends.truncate(k);
         self.bytes.extend_from_slice(name);
         self.ends.push(self.bytes.len());
@@ -398,8 +401,16 @@ mod tests {
 
     /// What `scan` finds, as `entries` gives it.
     fn scanned(pack: &[u8]) -> Vec<Result<(&str, &[u8]), PackError>> {
+        scanned_after(pack, &mut Recall::default())
+    }
+
+    /// The same, recalling the names of the packs scanned before with `recall`.
+    fn scanned_after<'p>(
+        pack: &'p [u8],
+        recall: &mut Recall,
+    ) -> Vec<Result<(&'p str, &'p [u8]), PackError>> {
         let mut out = Vec::new();
-        let err = scan(pack, &mut Recall::default(), |n, c| {
+        let err = scan(pack, recall, |n, c| {
             out.push(Ok((std::str::from_utf8(&pack[n]).unwrap(), &pack[c])))
         });
         out.extend(err.map(Err));
@@ -455,12 +466,10 @@ mod tests {
             let mut recall = Recall::default();
             for pieces in packs {
                 let pack = pieces.concat();
-                let mut found = Vec::new();
-                let err = scan(&pack, &mut recall, |n, c| {
-                    found.push(Ok((std::str::from_utf8(&pack[n]).unwrap(), &pack[c])))
-                });
-                found.extend(err.map(Err));
-                proptest::prop_assert_eq!(found, entries(&pack).collect::<Vec<_>>());
+                proptest::prop_assert_eq!(
+                    scanned_after(&pack, &mut recall),
+                    entries(&pack).collect::<Vec<_>>()
+                );
             }
         }
 
