@@ -28,6 +28,7 @@
 //! '*/kubepods/*memgap.files' | grep -A3 '==> memory.stat'` still works by hand.
 
 pub mod bundle;
+pub mod bytes;
 pub mod collect;
 pub mod discover;
 pub mod kmsg;

@@ -355,19 +355,6 @@ mod tests {
     }
 
     #[test]
-    fn word_comparison() {
-        let a = b"total_inactive_file_x";
-        for n in 0..a.len() {
-            for i in 0..n {
-                let mut b = a[..n].to_vec();
-                assert!(same(&a[..n], &b));
-                b[i] ^= 1;
-                assert!(!same(&a[..n], &b), "{n} {i}");
-            }
-        }
-    }
-
-    #[test]
     fn empty() {
         assert_eq!(parse(""), Flat::default());
         assert_eq!(parse("\n  \n"), Flat::default());

@@ -102,30 +102,8 @@ pub fn lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether two slices of the same length are equal, compared a word at a time: kernel keys
-/// are 3 to 40 bytes, where a call to `memcmp` per key cost more than the comparison.
-#[inline(always)] // on the hot path of every flat file and `status` line; not always inlined
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    debug_assert_eq!(a.len(), b.len());
-    let n = a.len();
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
-    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or_default());
-    match n {
-        8.. => {
-            let mut i = 0;
-            while i + 8 < n {
-                if word(a, i) != word(b, i) {
-                    return false;
-                }
-                i += 8;
-            }
-            // The last word, overlapping the one before.
-            word(a, n - 8) == word(b, n - 8)
-        }
-        4.. => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => a.iter().zip(b).all(|(x, y)| x == y),
-    }
-}
+/// Word-at-a-time equality, shared with the pack reader.
+pub(crate) use memgap_collector::bytes::same;
 
 /// Kernel text files are ASCII; anything else is decoded lossily rather than refused.
 pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -126,7 +126,9 @@ pub fn scan(
             .name(k)
             .filter(|name| {
                 rest.starts_with(OPEN)
-                    && rest.get(OPEN.len()..OPEN.len() + name.len()) == Some(name)
+                    && rest
+                        .get(OPEN.len()..OPEN.len() + name.len())
+                        .is_some_and(|here| crate::bytes::same(here, name))
             })
             .and_then(|name| after_name(rest, name.len()));
         let quick = recalled.or_else(|| {
