@@ -525,6 +525,11 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
     let subjects: Vec<usize> = (0..model.cgroups.len())
         .filter(|&i| is_subject(model, &model.cgroups[i]))
         .collect();
+    let mut uniform = Uniform::default();
+    let (mut cg_rules, mut holding_rules) = (cg_rules, holding_rules);
+    for rules in [&mut cg_rules, &mut holding_rules] {
+        rules.retain(|c| !uniform.never_fires(c, &cat.paths, model, &subjects, &node_value));
+    }
     let per_batch: Vec<Outcome> = subjects
         .par_chunks(BATCH)
         .map_init(Vec::new, |scopes: &mut Vec<native::Scope<'_>>, batch| {
@@ -574,6 +579,50 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
         out.diagnostics.append(&mut o.diagnostics);
     }
     out
+}
+
+/// The values paths have on every subject of a model, found once for all rules (`None`: not
+/// one value).
+#[derive(Default)]
+struct Uniform(std::collections::HashMap<usize, Option<native::V>>);
+
+impl Uniform {
+    /// Whether a cgroup rule's condition is `false` on every one of `subjects` because its
+    /// first conjunct is: it reads nothing that differs between them (a node setting, a fact
+    /// no cgroup of this node has, the version of a node with one), so it is evaluated once,
+    /// as every subject's scope would. Such a rule then costs a pass over the cgroups for
+    /// each fact it reads instead of a condition per cgroup (a one-snapshot v1 node has six:
+    /// growth, pressure, THP when not `always`, v2 kernel memory). Exactly `false` only:
+    /// any other value is the rule's to report (a condition that is not a boolean is an
+    /// error).
+    fn never_fires(
+        &mut self,
+        c: &Compiled<'_>,
+        paths: &Paths,
+        model: &Model,
+        subjects: &[usize],
+        node: &Value,
+    ) -> bool {
+        let first = match c.when.native.as_ref() {
+            Some(native::Expr::And(all)) => all.first(),
+            e => e,
+        };
+        let Some(first) = first else { return false };
+        let mut read = Vec::new();
+        first.paths(&mut read);
+        let mut scope = native::Scope::new(paths, facts::node_context(node));
+        for i in read.into_iter().filter(|&i| paths.varies(i)) {
+            let v = *self
+                .0
+                .entry(i)
+                .or_insert_with(|| paths.uniform(i, model, subjects));
+            match v {
+                Some(v) => scope.pin(i, v),
+                None => return false,
+            }
+        }
+        matches!(scope.eval(first), Some(native::V::Bool(false)))
+    }
 }
 
 /// Whether a rule's compiled condition is `false` on the scope's subject, as it is for most
@@ -675,4 +724,142 @@ pub fn by_importance(findings: &[Finding]) -> Vec<&Finding> {
 /// Findings at or above a severity.
 pub fn at_least(findings: &[Finding], min: Severity) -> impl Iterator<Item = &Finding> {
     findings.iter().filter(move |f| f.severity >= min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memgap_collector::synth::{self, Spec, Version};
+
+    /// A one-snapshot v1 node from the collector's synthetic tree.
+    fn v1_node() -> Arc<Model> {
+        let d = tempfile::tempdir().unwrap();
+        synth::generate(d.path(), &Spec::new(Version::V1, 40, 20)).unwrap();
+        let cfg = memgap_collector::Config {
+            root: d.path().to_path_buf(),
+            kmsg: None,
+            jobs: 1,
+            ..Default::default()
+        };
+        let gz = memgap_collector::collect(&cfg, Vec::new()).unwrap().1;
+        let b = crate::reader::read_from(&gz[..], "t.tar.gz", &Default::default()).unwrap();
+        Arc::new(crate::model::build(&b))
+    }
+
+    /// A cgroup rule, with an example that fires and one that does not (`fire` and `miss`:
+    /// the example's `cg = ...` and `node = ...` lines).
+    fn rule(id: &str, when: &str, fire: &str, miss: &str) -> String {
+        format!(
+            "[[rule]]\nid = \"{id}\"\ntitle = \"t\"\ncause = \"test\"\nseverity = \"info\"\n\
+             scope = \"cgroup\"\nthresholds = \"test\"\nwhen = \"{when}\"\nsummary = \"s\"\n\
+             explain = \"e\"\nfix = \"f\"\nrefs = [\"x\"]\n\
+             [[rule.example]]\nname = \"fires\"\nfire = true\n{fire}\n\
+             [[rule.example]]\nname = \"near miss\"\nfire = false\n{miss}\n"
+        )
+    }
+
+    /// Only a first conjunct that is exactly `false` on every cgroup, from facts with one value
+    /// on all of them, skips a rule; what the skipped rules would have given is nothing, and
+    /// the others give what they give.
+    #[test]
+    fn a_rule_is_skipped_only_when_its_first_conjunct_is_false_everywhere() {
+        let (v1, v2) = (
+            "cg = { version = 1, usage_bytes = 1 }",
+            "cg = { version = 2, usage_bytes = 1 }",
+        );
+        let (grows, shrinks) = (
+            "cg = { growth = { anon = 1 }, usage_bytes = 1 }",
+            "cg = { growth = { anon = 1 }, usage_bytes = -1 }",
+        );
+        let cases = [
+            (
+                "other-version",
+                "cg.version == 2 and cg.usage_bytes >= 0",
+                v2,
+                v1,
+                true,
+            ),
+            (
+                "no-growth",
+                "cg.growth is not none and cg.usage_bytes >= 0",
+                grows,
+                shrinks,
+                true,
+            ),
+            (
+                "node-setting",
+                "node.thp_enabled == 'no such mode' and cg.usage_bytes >= 0",
+                "node = { thp_enabled = 'no such mode' }\ncg = { usage_bytes = 1 }",
+                "node = { thp_enabled = 'always' }\ncg = { usage_bytes = 1 }",
+                true,
+            ),
+            ("alone", "cg.version == 2", v2, v1, true),
+            (
+                "this-version",
+                "cg.version == 1 and cg.usage_bytes >= 0",
+                v1,
+                v2,
+                false,
+            ),
+            // One value everywhere, but none, not false: every cgroup's error to report.
+            (
+                "none-not-false",
+                "cg.growth and cg.usage_bytes >= 0",
+                grows,
+                shrinks,
+                false,
+            ),
+            // Not one value: evaluated per cgroup.
+            (
+                "varies",
+                "cg.usage_bytes < 0 and cg.version == 1",
+                "cg = { version = 1, usage_bytes = -1 }",
+                v1,
+                false,
+            ),
+            (
+                "undefined",
+                "cg.stat.no_such_key > 0",
+                "cg = { stat = { no_such_key = 1 } }",
+                "cg = { stat = { no_such_key = 0 } }",
+                false,
+            ),
+        ];
+        let text: String = cases
+            .iter()
+            .map(|(id, when, fire, miss, _)| rule(id, when, fire, miss))
+            .collect();
+        let set = RuleSet::load([("t.toml".to_string(), text)]).unwrap();
+        let cat = compile(&set);
+        let model = v1_node();
+        let subjects: Vec<usize> = (0..model.cgroups.len())
+            .filter(|&i| is_subject(&model, &model.cgroups[i]))
+            .collect();
+        assert!(subjects.len() > 20, "{}", subjects.len());
+        let node = Value::from_serialize(facts::node_facts(&model));
+        let mut uniform = Uniform::default();
+        for (c, (id, .., skipped)) in cat.rules.iter().zip(&cases) {
+            assert_eq!(&*c.rule.spec.id, *id);
+            let never = uniform.never_fires(c, &cat.paths, &model, &subjects, &node);
+            assert_eq!(never, *skipped, "{id}");
+        }
+        let out = evaluate_compiled(&cat, &model);
+        let count = |id: &str| out.findings.iter().filter(|f| &*f.rule == id).count();
+        let errors = |id: &str| {
+            let id = format!("rule {id} ");
+            out.diagnostics
+                .iter()
+                .filter(|d| d.message.contains(&id))
+                .count()
+        };
+        for (id, .., skipped) in cases {
+            if skipped {
+                assert_eq!((count(id), errors(id)), (0, 0), "{id}");
+            }
+        }
+        assert_eq!(count("this-version"), subjects.len());
+        assert_eq!(errors("none-not-false"), subjects.len());
+        assert_eq!(errors("undefined"), subjects.len());
+        assert_eq!(count("varies") + errors("varies"), 0);
+    }
 }

@@ -122,6 +122,32 @@ pub(crate) enum Expr {
     Length(Box<Expr>),
 }
 
+impl Expr {
+    /// Adds every path this expression looks up to `out` (not their parents: a path reached
+    /// through its parent is looked up as itself first).
+    pub fn paths(&self, out: &mut Vec<usize>) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::Path(i) | Expr::CmpPath(_, i, _) => out.push(*i),
+            Expr::Arith(_, l, r) | Expr::Cmp(_, l, r) | Expr::Or(l, r) | Expr::Default(l, r) => {
+                l.paths(out);
+                r.paths(out);
+            }
+            Expr::CmpConst(_, x, _)
+            | Expr::Not(x)
+            | Expr::Neg(x)
+            | Expr::IsNone(x)
+            | Expr::Length(x) => x.paths(out),
+            Expr::And(all) => all.iter().for_each(|x| x.paths(out)),
+            Expr::If(c, t, f) => {
+                c.paths(out);
+                t.paths(out);
+                f.paths(out);
+            }
+        }
+    }
+}
+
 /// A compiled template: text, values and conditions.
 #[derive(Debug)]
 pub(crate) enum Piece {
@@ -176,6 +202,28 @@ impl Paths {
             self.direct.push(direct);
             i
         })
+    }
+
+    /// Whether path `i` is below `cg` (its value changes from subject to subject).
+    pub fn varies(&self, i: usize) -> bool {
+        self.varies[i]
+    }
+
+    /// The value path `i` (below `cg`) has on every cgroup of `subjects`, when it is one
+    /// scalar for all of them, read straight from the model as a scope reads it; `None` when
+    /// the values differ, or one is not a scalar `V` holds.
+    pub fn uniform(&self, i: usize, model: &Model, subjects: &[usize]) -> Option<V> {
+        let direct = self.direct[i].as_ref()?;
+        let read = |idx: usize| match direct.read(model, idx, &mut None) {
+            Read::Scalar(s) => V::of_scalar(s),
+            Read::Undefined => Some(V::Undefined),
+            Read::Object => None,
+        };
+        let (&first, rest) = subjects.split_first()?;
+        let v = read(first)?;
+        rest.iter()
+            .all(|&idx| read(idx).is_some_and(|w| identical(v, w)))
+            .then_some(v)
     }
 
     /// The names along path `i`, from its root.
@@ -381,6 +429,11 @@ impl<'a> Scope<'a> {
         self.now += 1;
         self.held.clear();
         self.parts = None;
+    }
+
+    /// Path `i` has value `v` for every subject this scope will see.
+    pub fn pin(&mut self, i: usize, v: V) {
+        self.seen[i] = (ALWAYS, v);
     }
 
     /// The subject's variables, for minijinja.
@@ -715,6 +768,17 @@ impl<'a> Scope<'a> {
             Cmp::Gt => ord.is_gt(),
             Cmp::Gte => ord.is_ge(),
         })
+    }
+}
+
+/// Whether two scalar values are the same value (floats bit for bit); objects never are.
+fn identical(a: V, b: V) -> bool {
+    match (a, b) {
+        (V::Int(x), V::Int(y)) => x == y,
+        (V::Float(x), V::Float(y)) => x.to_bits() == y.to_bits(),
+        (V::Bool(x), V::Bool(y)) => x == y,
+        (V::None, V::None) | (V::Undefined, V::Undefined) => true,
+        _ => false,
     }
 }
 
