@@ -433,6 +433,59 @@ impl Direct {
     }
 }
 
+impl Direct {
+    /// The value every one of the cgroups `idx` of `m` reads as, when it is one; `None` when
+    /// two differ (or `idx` is empty). A loop per kind of fact, not a [`Direct::read`] per
+    /// cgroup: facts that no cgroup of a node has (swap, OOM kills, growth...) are checked on
+    /// all of its cgroups (see `engine::Uniform`).
+    pub fn uniform(&self, m: &Model, idx: &[usize]) -> Option<Read> {
+        let (&first, rest) = idx.split_first()?;
+        let cg = |i: usize| &m.cgroups[i];
+        match self {
+            Direct::Field(f) => {
+                let v = f(m, cg(first));
+                let same = rest.iter().all(|&i| identical(f(m, cg(i)), v));
+                same.then_some(Read::Scalar(v))
+            }
+            Direct::Absent(absent) => {
+                let a = absent(cg(first));
+                let same = rest.iter().all(|&i| absent(cg(i)) == a);
+                same.then_some(if a {
+                    Read::Scalar(Scalar::None)
+                } else {
+                    Read::Object
+                })
+            }
+            Direct::Proc(f) => {
+                let v = f(&cg(first).procs);
+                let same = rest.iter().all(|&i| f(&cg(i).procs) == v);
+                same.then_some(Read::Scalar(Scalar::U64(v)))
+            }
+            Direct::Part(_) | Direct::Flat(..) => {
+                let read = |i: usize| self.read(m, i, &mut None);
+                let v = read(first);
+                rest.iter().all(|&i| same_read(&read(i), &v)).then_some(v)
+            }
+        }
+    }
+}
+
+/// Whether two scalars are the same value (floats bit for bit).
+fn identical(a: Scalar, b: Scalar) -> bool {
+    match (a, b) {
+        (Scalar::F64(x), Scalar::F64(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+fn same_read(a: &Read, b: &Read) -> bool {
+    match (a, b) {
+        (Read::Scalar(x), Read::Scalar(y)) => identical(*x, *y),
+        (Read::Undefined, Read::Undefined) => true,
+        _ => false,
+    }
+}
+
 /// What a [`Direct`] read gives.
 pub enum Read {
     Scalar(Scalar),

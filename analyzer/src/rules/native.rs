@@ -211,19 +211,13 @@ impl Paths {
 
     /// The value path `i` (below `cg`) has on every cgroup of `subjects`, when it is one
     /// scalar for all of them, read straight from the model as a scope reads it; `None` when
-    /// the values differ, or one is not a scalar `V` holds.
+    /// the values differ, or are not a scalar `V` holds.
     pub fn uniform(&self, i: usize, model: &Model, subjects: &[usize]) -> Option<V> {
-        let direct = self.direct[i].as_ref()?;
-        let read = |idx: usize| match direct.read(model, idx, &mut None) {
+        match self.direct[i].as_ref()?.uniform(model, subjects)? {
             Read::Scalar(s) => V::of_scalar(s),
             Read::Undefined => Some(V::Undefined),
             Read::Object => None,
-        };
-        let (&first, rest) = subjects.split_first()?;
-        let v = read(first)?;
-        rest.iter()
-            .all(|&idx| read(idx).is_some_and(|w| identical(v, w)))
-            .then_some(v)
+        }
     }
 
     /// The names along path `i`, from its root.
@@ -768,17 +762,6 @@ impl<'a> Scope<'a> {
             Cmp::Gt => ord.is_gt(),
             Cmp::Gte => ord.is_ge(),
         })
-    }
-}
-
-/// Whether two scalar values are the same value (floats bit for bit); objects never are.
-fn identical(a: V, b: V) -> bool {
-    match (a, b) {
-        (V::Int(x), V::Int(y)) => x == y,
-        (V::Float(x), V::Float(y)) => x.to_bits() == y.to_bits(),
-        (V::Bool(x), V::Bool(y)) => x == y,
-        (V::None, V::None) | (V::Undefined, V::Undefined) => true,
-        _ => false,
     }
 }
 
