@@ -243,6 +243,13 @@ pub(crate) fn check_rules(
 }
 
 /// The cgroups cgroup rules look at: those of the memory hierarchy with statistics.
+/// The indices of the cgroups the cgroup rules run on.
+fn subjects(model: &Model) -> Vec<usize> {
+    (0..model.cgroups.len())
+        .filter(|&i| is_subject(model, &model.cgroups[i]))
+        .collect()
+}
+
 fn is_subject(model: &Model, c: &crate::model::Cgroup) -> bool {
     c.hierarchy_is_memory(model.bundle.cgroup_mode) && c.bridge.is_some()
 }
@@ -522,9 +529,7 @@ pub fn evaluate_compiled(cat: &Catalogue<'_>, model: &Arc<Model>) -> Outcome {
 
     // Cgroups in batches: within a batch the rules run rule by rule, each cgroup keeping its
     // own scope (measured 7-9% faster than cgroup by cgroup, and far fewer rayon tasks).
-    let subjects: Vec<usize> = (0..model.cgroups.len())
-        .filter(|&i| is_subject(model, &model.cgroups[i]))
-        .collect();
+    let subjects = subjects(model);
     let mut uniform = Uniform::default();
     let (mut cg_rules, mut holding_rules) = (cg_rules, holding_rules);
     for rules in [&mut cg_rules, &mut holding_rules] {
@@ -731,11 +736,7 @@ mod tests {
     use super::*;
     use memgap_collector::synth::{self, Spec, Version};
 
-    /// A one-snapshot v1 node from the collector's synthetic tree.
-    fn v1_node() -> Arc<Model> {
-        node_of(Version::V1)
-    }
-
+    /// A one-snapshot node of version `v` from the collector's synthetic tree.
     fn node_of(v: Version) -> Arc<Model> {
         let d = tempfile::tempdir().unwrap();
         synth::generate(d.path(), &Spec::new(v, 40, 20)).unwrap();
@@ -849,10 +850,8 @@ mod tests {
             .collect();
         let set = RuleSet::load([("t.toml".to_string(), text)]).unwrap();
         let cat = compile(&set);
-        let model = v1_node();
-        let subjects: Vec<usize> = (0..model.cgroups.len())
-            .filter(|&i| is_subject(&model, &model.cgroups[i]))
-            .collect();
+        let model = node_of(Version::V1);
+        let subjects = subjects(&model);
         assert!(subjects.len() > 20, "{}", subjects.len());
         let node = Value::from_serialize(facts::node_facts(&model));
         let mut uniform = Uniform::default();
@@ -889,9 +888,7 @@ mod tests {
         let cat = compile(&set);
         for v in [Version::V1, Version::V2] {
             let model = node_of(v);
-            let subjects: Vec<usize> = (0..model.cgroups.len())
-                .filter(|&i| is_subject(&model, &model.cgroups[i]))
-                .collect();
+            let subjects = subjects(&model);
             let node = Value::from_serialize(facts::node_facts(&model));
             let rules: Vec<&Compiled> = cat
                 .rules
