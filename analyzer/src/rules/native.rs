@@ -69,6 +69,16 @@ impl V {
         })
     }
 
+    /// A fact read straight from the model; `None` where minijinja's value is to be built
+    /// (an object, or a number `V` does not hold).
+    fn of_read(r: Read) -> Option<V> {
+        match r {
+            Read::Scalar(s) => V::of_scalar(s),
+            Read::Undefined => Some(V::Undefined),
+            Read::Object => None,
+        }
+    }
+
     /// `None` where minijinja's value would not be a number V holds (an integer beyond i64).
     fn of_scalar(s: Scalar) -> Option<V> {
         Some(match s {
@@ -213,11 +223,7 @@ impl Paths {
     /// scalar for all of them, read straight from the model as a scope reads it; `None` when
     /// the values differ, or are not a scalar `V` holds.
     pub fn uniform(&self, i: usize, model: &Model, subjects: &[usize]) -> Option<V> {
-        match self.direct[i].as_ref()?.uniform(model, subjects)? {
-            Read::Scalar(s) => V::of_scalar(s),
-            Read::Undefined => Some(V::Undefined),
-            Read::Object => None,
-        }
+        V::of_read(self.direct[i].as_ref()?.uniform(model, subjects)?)
     }
 
     /// The names along path `i`, from its root.
@@ -468,11 +474,7 @@ impl<'a> Scope<'a> {
             return Some(v);
         }
         if let (Some((model, _, idx)), Some(direct)) = (self.subject, &self.paths.direct[i]) {
-            let v = match direct.read(model, idx, &mut self.parts) {
-                Read::Scalar(s) => V::of_scalar(s),
-                Read::Undefined => Some(V::Undefined),
-                Read::Object => None,
-            };
+            let v = V::of_read(direct.read(model, idx, &mut self.parts));
             if let Some(v) = v {
                 self.seen[i] = (self.now, v);
                 return Some(v);
