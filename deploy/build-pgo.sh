@@ -2,7 +2,7 @@
 # Builds memgap and memgap-collect (and the benchmarks) with profile-guided optimization:
 # an instrumented build runs a training batch, then the release build uses its profile. The
 # analyzer's parsers and rule checks are branchy code, and knowing which branches a real batch
-# takes makes a bundle's analysis ~7% cheaper (docs/performance.md, "Batch").
+# takes makes a bundle's analysis ~6% cheaper (docs/performance.md, "Batch").
 #
 #   deploy/build-pgo.sh            # binaries in target/pgo/release/
 #
@@ -36,8 +36,11 @@ build() {
 }
 
 echo "build-pgo: instrumented build (target/pgo-generate)" >&2
-CARGO_TARGET_DIR=target/pgo-generate build "-Cprofile-generate=$work/raw"
-rm -rf "$work/raw" # the build scripts' own profiles
+# A fixed place for the raw profiles keeps the flags, hence the built dependencies, from one
+# run to the next; the optimized build's flags name each run's profile, so it is rebuilt whole.
+raw="$PWD/target/pgo-generate/profiles"
+CARGO_TARGET_DIR=target/pgo-generate build "-Cprofile-generate=$raw"
+rm -rf "$raw" # the build scripts' own profiles, and an earlier run's
 
 # Training: the samples, and a synthetic v1 and v2 node of 1,500 cgroups collected as bundles
 # (not the benchmark's 5,000-cgroup bundle), through every output of the analyzer.
@@ -54,15 +57,15 @@ for node in "$work"/nodes/v*-1500-600; do
 done
 rm -rf "$work/nodes"
 v1="$work/bundles/v1-1500-600.tar.gz"
-"$gen/memgap" report "$work/bundles" -o "$work/pages" >/dev/null 2>&1 || true
-"$gen/memgap" report "$work/bundles" -o "$work/lines" --no-pages >/dev/null 2>&1 || true
-"$gen/memgap" report "$v1" --format json -o "$work/one.json" >/dev/null 2>&1 || true
-"$gen/memgap" report "$v1" >/dev/null 2>&1 || true
-"$gen/memgap" diff samples/v1-page-cache.tar.gz samples/v1-dirty.tar.gz >/dev/null 2>&1 || true
+"$gen/memgap" report "$work/bundles" -o "$work/pages" >/dev/null
+"$gen/memgap" report "$work/bundles" -o "$work/lines" --no-pages >/dev/null
+"$gen/memgap" report "$v1" --format json -o "$work/one.json" >/dev/null
+"$gen/memgap" report "$v1" >/dev/null
+"$gen/memgap" diff samples/v1-page-cache.tar.gz samples/v1-dirty.tar.gz >/dev/null
 # The batch benchmark on the training bundle: flate2's inflater, the benchmark's floor, is
 # trained too, so the floor is not measured against a build that takes it for cold code.
 "$gen/examples/bench_batch" "$v1" 6 1 >/dev/null
-"$profdata" merge -o "$work/memgap.profdata" "$work"/raw/*.profraw
+"$profdata" merge -o "$work/memgap.profdata" "$raw"/*.profraw
 
 echo "build-pgo: optimized build (target/pgo)" >&2
 CARGO_TARGET_DIR=target/pgo build "-Cprofile-use=$work/memgap.profdata"
