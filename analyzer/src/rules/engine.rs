@@ -242,7 +242,6 @@ pub(crate) fn check_rules(
     }
 }
 
-/// The cgroups cgroup rules look at: those of the memory hierarchy with statistics.
 /// The indices of the cgroups the cgroup rules run on.
 fn subjects(model: &Model) -> Vec<usize> {
     (0..model.cgroups.len())
@@ -250,6 +249,7 @@ fn subjects(model: &Model) -> Vec<usize> {
         .collect()
 }
 
+/// The cgroups cgroup rules look at: those of the memory hierarchy with statistics.
 fn is_subject(model: &Model, c: &crate::model::Cgroup) -> bool {
     c.hierarchy_is_memory(model.bundle.cgroup_mode) && c.bridge.is_some()
 }

@@ -431,9 +431,7 @@ impl Direct {
             },
         })
     }
-}
 
-impl Direct {
     /// The value every one of the cgroups `idx` of `m` reads as, when it is one; `None` when
     /// two differ (or `idx` is empty). A loop per kind of fact, not a [`Direct::read`] per
     /// cgroup: facts that no cgroup of a node has (swap, OOM kills, growth...) are checked on
